@@ -1,0 +1,1 @@
+"""AlimTalk to SMS/LMS fallback delivery service (대체발송)."""

@@ -1,0 +1,188 @@
+"""Configuration from FALLBACK_* environment variables (CONTRACT §10)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.rules import Limits, Policy, QuietHours, Registry
+from service.text import Unencodable
+
+ENV_PREFIX = "FALLBACK_"
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message names the variable."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class Sink(StrEnum):
+    KAFKA = "kafka"
+    NHN = "nhn"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Kafka connection
+    kafka_bootstrap_servers: str = "localhost:9092"
+    group_id: str = Field("fallback-service", min_length=1)
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism = SaslMechanism.PLAIN
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    # Real Kafka can do idempotent producers; the local test broker cannot.
+    kafka_enable_idempotence: bool = False
+    kafka_client_id: str = "fallback-service"
+
+    # Topics (§1)
+    input_topic: str = Field("alimtalk.delivery.failed", min_length=1)
+    output_topic: str = Field("sms.send.requests", min_length=1)
+    events_topic: str = Field("fallback.events", min_length=1)
+    dlq_topic: str = Field("alimtalk.delivery.failed.dlq", min_length=1)
+    channel_settings_topic: str = Field("fallback.channel-settings", min_length=1)
+    sender_numbers_topic: str = Field("fallback.sender-numbers", min_length=1)
+    # Internal: which fallbacks were already requested (§9). Default: "{group_id}.dedupe".
+    dedupe_topic: str | None = None
+    dedupe_retention_days: float = Field(7.0, gt=0)
+
+    # Conversion (§5)
+    sms_max_bytes: int = Field(90, ge=1, le=100_000)
+    lms_title_max_bytes: int = Field(40, ge=1, le=100_000)
+    lms_max_bytes: int = Field(2000, ge=1, le=100_000)
+    unencodable: Unencodable = Unencodable.REPLACE
+    sendno_registry: Registry = Registry.ENFORCE
+    ad_quiet_hours: str = "21:00-08:00"
+
+    # Consumer
+    batch_max_records: int = Field(1000, ge=1, le=100_000)
+    batch_timeout_ms: int = Field(50, ge=1, le=60_000)
+    shutdown_timeout_seconds: float = Field(8.0, gt=0, le=60)
+
+    # Sink (§10)
+    sink: Sink = Sink.KAFKA
+    nhn_base_url: str = "https://api-sms.cloud.toast.com"
+    nhn_app_key: str | None = None
+    nhn_secret_key: SecretStr | None = None
+    nhn_timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+    # Operation
+    http_port: int = Field(8080, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+    log_outcomes: bool = True
+
+    @field_validator("unencodable", "sendno_registry", "sink", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", "log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    @field_validator("ad_quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        QuietHours.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        sasl = self.kafka_security_protocol in {
+            SecurityProtocol.SASL_PLAINTEXT,
+            SecurityProtocol.SASL_SSL,
+        }
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise _NamedError(
+                "kafka_sasl_username",
+                "SASL needs FALLBACK_KAFKA_SASL_USERNAME and FALLBACK_KAFKA_SASL_PASSWORD",
+            )
+        if self.sink is Sink.NHN and not (self.nhn_app_key and self.nhn_secret_key):
+            raise _NamedError(
+                "nhn_app_key", "the nhn sink needs FALLBACK_NHN_APP_KEY and FALLBACK_NHN_SECRET_KEY"
+            )
+        return self
+
+    @property
+    def dedupe_topic_name(self) -> str:
+        return self.dedupe_topic or f"{self.group_id}.dedupe"
+
+    def policy(self) -> Policy:
+        """The conversion policy these settings describe."""
+        return Policy(
+            limits=Limits(self.sms_max_bytes, self.lms_title_max_bytes, self.lms_max_bytes),
+            unencodable=self.unencodable,
+            registry=self.sendno_registry,
+            quiet_hours=QuietHours.parse(self.ad_quiet_hours),
+        )
+
+
+class _NamedError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _variable(field: object) -> str:
+    return f"{ENV_PREFIX}{str(field).upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment (and `.env`); raise ConfigError naming the variable.
+
+    `overrides` take field names and win over the environment (tests, the dev runner).
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            context = error.get("ctx", {}).get("error")
+            if isinstance(context, _NamedError):
+                problems.append(f"{_variable(context.field)}: {context}")
+                continue
+            name = _variable(error["loc"][0]) if error["loc"] else "configuration"
+            shown = (
+                "" if "secret" in name.lower() or "password" in name.lower() else error.get("input")
+            )
+            suffix = f" (got {shown!r})" if isinstance(shown, str | int | float) else ""
+            problems.append(f"{name}: {error['msg']}{suffix}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,328 @@
+"""Wire models (CONTRACT §2-§8) and the classification of input records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_DETAIL_BYTES = 1024
+
+
+class Status(StrEnum):
+    """Outcome status (§7). SENT and FAILED come from sinks that deliver themselves."""
+
+    REQUESTED = "REQUESTED"
+    SKIPPED = "SKIPPED"
+    REJECTED = "REJECTED"
+    SENT = "SENT"
+    FAILED = "FAILED"
+
+
+class Reason(StrEnum):
+    """Every reason code an outcome can carry (§5), in decision order."""
+
+    DUPLICATE = "duplicate"
+    CHANNEL_NOT_CONFIGURED = "channel_not_configured"
+    FALLBACK_DISABLED = "fallback_disabled"
+    RESEND_NOT_REQUESTED = "resend_not_requested"
+    RECIPIENT_NUMBER_INVALID = "recipient_number_invalid"
+    SENDER_NUMBER_MISSING = "sender_number_missing"
+    SENDER_NUMBER_INVALID = "sender_number_invalid"
+    SENDER_NUMBER_UNREGISTERED = "sender_number_unregistered"
+    SENDER_NUMBER_BLOCKED = "sender_number_blocked"
+    UNSUBSCRIBE_NUMBER_MISSING = "unsubscribe_number_missing"
+    UNSUBSCRIBE_NUMBER_INVALID = "unsubscribe_number_invalid"
+    AD_QUIET_HOURS = "ad_quiet_hours"
+    AD_FORMAT_INVALID = "ad_format_invalid"
+    UNENCODABLE_CHARACTERS = "unencodable_characters"
+    EMPTY_BODY = "empty_body"
+    INTERNATIONAL_LMS_UNSUPPORTED = "international_lms_unsupported"
+
+
+SKIP_REASONS = frozenset(
+    {
+        Reason.DUPLICATE,
+        Reason.CHANNEL_NOT_CONFIGURED,
+        Reason.FALLBACK_DISABLED,
+        Reason.RESEND_NOT_REQUESTED,
+        Reason.AD_QUIET_HOURS,
+    }
+)
+
+
+class DeadLetterError(StrEnum):
+    """Why an input record went to the DLQ (§8): header `x-fallback-error`."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    OVERSIZED = "oversized"
+
+
+class MessageKind(StrEnum):
+    SMS = "SMS"
+    LMS = "LMS"
+
+
+def _blank_is_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class _Wire(BaseModel):
+    # Strict: a string where a number belongs is "a field of the wrong type" (§2), not a number.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class Button(_Wire):
+    ordering: int | None = None
+    type: str | None = None
+    name: str | None = None
+    linkMo: str | None = None
+    linkPc: str | None = None
+
+
+class ResendParameter(_Wire):
+    """Per-message overrides; missing, null or blank means "use the channel or the rule"."""
+
+    isResend: bool | None = None
+    resendType: MessageKind | None = None
+    resendTitle: str | None = None
+    resendContent: str | None = None
+    resendSendNo: str | None = None
+    resendUnsubscribeNo: str | None = None
+
+    @field_validator(
+        "resendTitle", "resendContent", "resendSendNo", "resendUnsubscribeNo", mode="before"
+    )
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _blank_is_none(value)
+
+    @field_validator("resendType", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        value = _blank_is_none(value)
+        # An enum in strict mode still takes its value from JSON text; accept any case.
+        return MessageKind(value.strip().upper()) if isinstance(value, str) else value
+
+
+class FailureEvent(_Wire):
+    """An AlimTalk delivery failure for one recipient (§2)."""
+
+    requestId: str = Field(min_length=1, max_length=64)
+    recipientSeq: int = Field(ge=1)
+    senderKey: str = Field(min_length=1, max_length=64)
+    plusFriendId: str | None = None
+    templateCode: str | None = None
+    recipientNo: str
+    countryCode: str = Field("82", pattern=r"^[0-9]{1,4}$")
+    content: str = Field(max_length=4000)
+    buttons: tuple[Button, ...] = ()
+    messageType: Literal["ALIMTALK", "FRIENDTALK", "BRAND_MESSAGE"] = "ALIMTALK"
+    isAd: bool = False
+    resultCode: str
+    resultCodeName: str | None = None
+    failedAt: str | None = None
+    senderGroupingKey: str | None = None
+    recipientGroupingKey: str | None = None
+    statsId: str | None = None
+    resendParameter: ResendParameter = ResendParameter()
+
+    @field_validator("countryCode", mode="before")
+    @classmethod
+    def _country(cls, value: Any) -> Any:
+        # "+82", " 82" and null all mean Korea's code as digits.
+        if value is None:
+            return "82"
+        if isinstance(value, str):
+            return value.strip().lstrip("+") or "82"
+        return value
+
+    @field_validator("buttons", mode="before")
+    @classmethod
+    def _buttons(cls, value: Any) -> Any:
+        # Lists arrive from JSON; a tuple keeps the model hashable and immutable.
+        if value is None:
+            return ()
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("messageType", "isAd", "resendParameter", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            return {"messageType": "ALIMTALK", "isAd": False, "resendParameter": {}}[
+                info.field_name
+            ]
+        return value
+
+    @field_validator("failedAt")
+    @classmethod
+    def _timestamp(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("failedAt must be an RFC 3339 timestamp") from None
+        return value
+
+    @property
+    def fallback_id(self) -> str:
+        return f"{self.requestId}:{self.recipientSeq}"
+
+
+class ChannelSettings(_Wire):
+    """Per-channel fallback settings (§3), keyed by senderKey."""
+
+    enabled: bool
+    sendNo: str | None = None
+    title: str | None = None
+    unsubscribeNo: str | None = None
+
+    @field_validator("sendNo", "title", "unsubscribeNo", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _blank_is_none(value)
+
+
+class SenderNumberStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    BLOCKED = "BLOCKED"
+
+
+class SenderNumber(_Wire):
+    """A registered sender number (§4), keyed by the number's digits."""
+
+    status: SenderNumberStatus
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> Any:
+        return SenderNumberStatus(value) if isinstance(value, str) else value
+
+
+# The outputs are slotted dataclasses rather than BaseModels, and not frozen: building them
+# cost more than the whole conversion otherwise (frozen __init__ is ~7x slower). Treat them as
+# immutable. pydantic still validates them and describes their schema through the TypeAdapters
+# below; orjson serialises them natively.
+@dataclass(slots=True)
+class Origin:
+    requestId: str
+    recipientSeq: int
+    senderKey: str
+    templateCode: str | None
+    resultCode: str
+
+
+@dataclass(slots=True)
+class SmsRequest:
+    """What the SMS service is asked to send (§6)."""
+
+    fallbackId: str
+    type: MessageKind
+    sendNo: str
+    recipientNo: str
+    countryCode: str
+    title: str | None
+    body: str
+    ad: bool
+    bodyBytes: int
+    titleBytes: int | None
+    truncated: bool
+    replacedChars: int
+    senderGroupingKey: str | None
+    recipientGroupingKey: str | None
+    statsId: str | None
+    origin: Origin
+    createdAt: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One per well-formed failure event (§7); sinks that deliver add SENT/FAILED later."""
+
+    fallbackId: str
+    requestId: str
+    recipientSeq: int
+    senderKey: str
+    status: Status
+    reason: Reason | None
+    type: MessageKind | None
+    bodyBytes: int | None
+    truncated: bool
+    replacedChars: int
+    processedAt: str
+
+
+SMS_REQUEST = TypeAdapter(SmsRequest)
+OUTCOME = TypeAdapter(Outcome)
+
+
+def to_json(value: SmsRequest | Outcome) -> bytes:
+    """The wire form of an output."""
+    return orjson.dumps(value)
+
+
+class Malformed(BaseModel):
+    """Why an input record cannot be an event; it goes to the DLQ unchanged (§8)."""
+
+    error: DeadLetterError
+    detail: str
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "event"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def truncate_detail(detail: str) -> str:
+    """Keep a DLQ detail within 1 KiB of UTF-8 without splitting a character."""
+    raw = detail.encode("utf-8")
+    if len(raw) <= MAX_DETAIL_BYTES:
+        return detail
+    return raw[: MAX_DETAIL_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+
+
+_JSON_TYPES = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def parse_failure_event(value: bytes | None) -> FailureEvent | Malformed:
+    """Classify one input record value: an event, or why it is malformed (§2, §8)."""
+    if value is None:
+        return Malformed(error=DeadLetterError.INVALID_JSON, detail="record has no value")
+    if len(value) > MAX_EVENT_BYTES:
+        return Malformed(
+            error=DeadLetterError.OVERSIZED,
+            detail=f"value is {len(value)} bytes, more than {MAX_EVENT_BYTES}",
+        )
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Malformed(error=DeadLetterError.INVALID_JSON, detail=truncate_detail(str(exc)))
+    if not isinstance(data, dict):
+        return Malformed(
+            error=DeadLetterError.INVALID_JSON,
+            detail=f"value is a JSON {_JSON_TYPES.get(type(data), 'value')}, not an object",
+        )
+    try:
+        return FailureEvent.model_validate(data)
+    except ValidationError as exc:
+        return Malformed(
+            error=DeadLetterError.INVALID_EVENT, detail=truncate_detail(_describe(exc))
+        )

@@ -1,0 +1,48 @@
+"""Plain-data builders shared by the tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from service.models import ChannelSettings, FailureEvent, SenderNumberStatus
+
+SENDER_KEY = "sk-mybrand"
+SEND_NO = "0215990000"
+UNSUBSCRIBE_NO = "0801234567"
+# 14:00 in Seoul: outside the default advertising quiet hours.
+NOON_KST = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
+NIGHT_KST = datetime(2026, 11, 22, 13, 30, tzinfo=UTC)  # 22:30 in Seoul
+
+
+def event_dict(**fields: Any) -> dict[str, Any]:
+    """A well-formed failure event as JSON data; keyword arguments replace or add fields."""
+    data: dict[str, Any] = {
+        "requestId": "R1",
+        "recipientSeq": 1,
+        "senderKey": SENDER_KEY,
+        "plusFriendId": "@mybrand",
+        "templateCode": "T001",
+        "recipientNo": "010-1234-5678",
+        "content": "[마이브랜드] 인증번호 482913",
+        "resultCode": "3018",
+    }
+    data.update(fields)
+    return {k: v for k, v in data.items() if v is not ...}
+
+
+def event(**fields: Any) -> FailureEvent:
+    return FailureEvent.model_validate(event_dict(**fields))
+
+
+def channel(**fields: Any) -> ChannelSettings:
+    data: dict[str, Any] = {"enabled": True, "sendNo": SEND_NO}
+    data.update(fields)
+    return ChannelSettings.model_validate(data)
+
+
+REGISTRY = {
+    SEND_NO: SenderNumberStatus.ACTIVE,
+    "0317770000": SenderNumberStatus.BLOCKED,
+    "15880000": SenderNumberStatus.ACTIVE,
+}

@@ -1,0 +1,107 @@
+"""§10: configuration from FALLBACK_* variables; a bad value names its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import ConfigError, Settings, Sink, load_settings
+from service.rules import Registry
+from service.text import Unencodable
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("FALLBACK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings()
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    assert s.group_id == "fallback-service"
+    assert (s.input_topic, s.output_topic, s.events_topic, s.dlq_topic) == (
+        "alimtalk.delivery.failed",
+        "sms.send.requests",
+        "fallback.events",
+        "alimtalk.delivery.failed.dlq",
+    )
+    assert (s.channel_settings_topic, s.sender_numbers_topic) == (
+        "fallback.channel-settings",
+        "fallback.sender-numbers",
+    )
+    assert (s.sms_max_bytes, s.lms_title_max_bytes, s.lms_max_bytes) == (90, 40, 2000)
+    assert s.unencodable is Unencodable.REPLACE
+    assert s.sendno_registry is Registry.ENFORCE
+    assert s.ad_quiet_hours == "21:00-08:00"
+    assert s.http_port == 8080
+    assert s.sink is Sink.KAFKA
+    assert s.dedupe_topic_name == "fallback-service.dedupe"
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FALLBACK_SMS_MAX_BYTES", "80")
+    monkeypatch.setenv("FALLBACK_UNENCODABLE", "DROP")
+    monkeypatch.setenv("FALLBACK_AD_QUIET_HOURS", "")
+    monkeypatch.setenv("FALLBACK_INPUT_TOPIC", "in")
+    s = load_settings()
+    assert s.sms_max_bytes == 80
+    assert s.unencodable is Unencodable.DROP
+    assert s.policy().quiet_hours is None
+    assert s.input_topic == "in"
+
+
+def test_dotenv_file_is_read(tmp_path: object) -> None:
+    with open(".env", "w") as f:
+        f.write("FALLBACK_GROUP_ID=from-dotenv\n")
+    assert load_settings().group_id == "from-dotenv"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FALLBACK_SMS_MAX_BYTES", "ninety"),
+        ("FALLBACK_SMS_MAX_BYTES", "0"),
+        ("FALLBACK_LMS_MAX_BYTES", "-5"),
+        ("FALLBACK_UNENCODABLE", "ignore"),
+        ("FALLBACK_SENDNO_REGISTRY", "maybe"),
+        ("FALLBACK_AD_QUIET_HOURS", "9pm-8am"),
+        ("FALLBACK_HTTP_PORT", "70000"),
+        ("FALLBACK_SINK", "carrier-pigeon"),
+        ("FALLBACK_KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("FALLBACK_LOG_LEVEL", "LOUD"),
+        ("FALLBACK_INPUT_TOPIC", ""),
+    ],
+)
+def test_invalid_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_sasl_needs_credentials_and_hides_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FALLBACK_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ConfigError, match="FALLBACK_KAFKA_SASL_USERNAME"):
+        load_settings()
+    monkeypatch.setenv("FALLBACK_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("FALLBACK_KAFKA_SASL_PASSWORD", "hunter2")
+    s = load_settings()
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in str(s.model_dump())
+
+
+def test_nhn_sink_needs_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FALLBACK_SINK", "nhn")
+    with pytest.raises(ConfigError, match="FALLBACK_NHN_APP_KEY"):
+        load_settings()
+
+
+def test_settings_is_not_a_module_global() -> None:
+    import service.config as config
+
+    assert not any(isinstance(v, Settings) for v in vars(config).values())
