@@ -21,6 +21,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    commands.add_parser(
+        "run",
+        help="run the service in the foreground (configured by FALLBACK_* variables)",
+        description="Run the service in the foreground. SIGTERM or SIGINT stops it cleanly.",
+    )
+
     preview = commands.add_parser(
         "preview",
         help="show how a text will be sent: type, bytes, final text, what was changed",
@@ -137,7 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return preview(args, parser)
+        if args.command == "preview":
+            return preview(args, parser)
+        from service.app import run  # the service pulls in Kafka; preview does not need it
+
+        return run()
     except ConfigError as exc:
         print(f"fallback-service: {exc}", file=sys.stderr)
         return 2

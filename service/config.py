@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # Internal: which fallbacks were already requested (§9). Default: "{group_id}.dedupe".
     dedupe_topic: str | None = None
     dedupe_retention_days: float = Field(7.0, gt=0)
+    # Unset: 3, or fewer when the cluster has fewer brokers.
+    internal_topic_replication: int | None = Field(None, ge=1, le=32)
 
     # Conversion (§5)
     sms_max_bytes: int = Field(90, ge=1, le=100_000)
@@ -97,6 +99,7 @@ class Settings(BaseSettings):
 
     # Operation
     http_port: int = Field(8080, ge=0, le=65535)
+    http_host: str = "0.0.0.0"
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     log_outcomes: bool = True

@@ -1,0 +1,60 @@
+"""Prometheus metrics of the service, in a registry of its own (one per service instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric the service exports beyond FastStream's own consume/publish metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.outcomes = Counter(
+            "fallback_outcomes", "Outcomes by status and reason", ["status", "reason"], registry=r
+        )
+        self.messages = Counter(
+            "fallback_messages", "SMS requests published, by type", ["type"], registry=r
+        )
+        self.truncations = Counter(
+            "fallback_truncations", "Requests whose body or title was cut", registry=r
+        )
+        self.replaced_chars = Counter(
+            "fallback_replaced_chars",
+            "Grapheme clusters replaced or dropped because CP949 cannot carry them",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "fallback_dead_letters", "Input records sent to the DLQ", ["error"], registry=r
+        )
+        self.processing = Histogram(
+            "fallback_processing_seconds",
+            "From fetching an input record to committing it",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fallback_batch_records",
+            "Input records per processed batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=r,
+        )
+        self.table_entries = Gauge(
+            "fallback_table_entries", "Entries in each table", ["table"], registry=r
+        )
+        self.table_invalid = Counter(
+            "fallback_table_invalid_records",
+            "Table records ignored because they do not validate",
+            ["table"],
+            registry=r,
+        )
+        self.publish_errors = Counter(
+            "fallback_publish_errors", "Failed output writes (retried)", registry=r
+        )
+        self.commit_failures = Counter(
+            "fallback_commit_failures",
+            "Offset commits refused (rebalance); the records are processed again",
+            registry=r,
+        )
+        self.ready = Gauge("fallback_ready", "1 when the service is consuming", registry=r)

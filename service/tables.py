@@ -1,0 +1,247 @@
+"""Tables kept from compacted topics: channel settings, sender numbers, requested fallbacks.
+
+Each replica reads every partition from the beginning with a group-less consumer, is *loaded*
+once its positions reach the end offsets captured at start, and then keeps following.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from service.models import ChannelSettings, SenderNumber, SenderNumberStatus
+from service.rules import phone_digits
+
+log = logging.getLogger("fallback.tables")
+
+V = TypeVar("V")
+
+
+class InvalidRecord(ValueError):
+    """A table record that does not validate; the previous value stays in force (§3)."""
+
+
+class Table(Generic[V]):
+    """A key → value map following one compacted topic. Tombstones delete."""
+
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        decode: Callable[[ConsumerRecord], tuple[str, V | None]],
+        consumer_options: Mapping[str, Any],
+        *,
+        on_invalid: Callable[[str, str], None] = lambda table, detail: None,
+        on_change: Callable[[str, int], None] = lambda table, size: None,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.entries: dict[str, V] = {}
+        self._decode = decode
+        self._options = dict(consumer_options)
+        self._on_invalid = on_invalid
+        self._on_change = on_change
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._partitions: list[TopicPartition] = []
+        self.loaded = asyncio.Event()
+
+    def get(self, key: str) -> V | None:
+        return self.entries.get(key)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    async def start(self) -> None:
+        """Assign every partition from the beginning and start following; see `wait_loaded`."""
+        consumer = AIOKafkaConsumer(
+            **self._options,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        partitions = await self._wait_for_partitions(consumer)
+        self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(self._partitions)
+        await consumer.seek_to_beginning(*self._partitions)
+        ends = await consumer.end_offsets(self._partitions)
+        self._task = asyncio.create_task(self._follow(consumer, ends), name=f"table-{self.name}")
+
+    async def _wait_for_partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
+        # The topic is created by whoever deploys the service: wait for it, saying so.
+        warned = False
+        while True:
+            partitions = consumer.partitions_for_topic(self.topic)
+            if partitions:
+                return set(partitions)
+            if not warned:
+                log.warning("table %s: waiting for topic %s to exist", self.name, self.topic)
+                warned = True
+            await consumer.force_metadata_update()
+            await asyncio.sleep(0.5)
+
+    async def wait_loaded(self) -> None:
+        await self.loaded.wait()
+
+    async def catch_up(self) -> None:
+        """Wait until every record written before this call has been applied."""
+        consumer = self._consumer
+        assert consumer is not None, "start() first"
+        ends = await consumer.end_offsets(self._partitions)
+        await self.loaded.wait()
+        while not await _at_end(consumer, ends):  # noqa: ASYNC110 - positions have no event
+            await asyncio.sleep(0.02)
+
+    async def _follow(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            except KafkaError as exc:
+                log.error("table %s: reading %s failed, retrying: %s", self.name, self.topic, exc)
+                await asyncio.sleep(1)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._apply(record)
+            if not self.loaded.is_set() and await _at_end(consumer, ends):
+                log.info("table %s loaded: %d entries", self.name, len(self.entries))
+                self.loaded.set()
+            if batches:
+                self._on_change(self.name, len(self.entries))
+
+    def _apply(self, record: ConsumerRecord) -> None:
+        try:
+            key, value = self._decode(record)
+        except InvalidRecord as exc:
+            log.error(
+                "table %s: ignored invalid record at %s[%d]@%d: %s",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            self._on_invalid(self.name, str(exc))
+            return
+        if value is None:
+            self.entries.pop(key, None)
+        else:
+            self.entries[key] = value
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    # Positions, not the offsets of records seen: compaction leaves gaps before the end.
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+def _key(record: ConsumerRecord) -> str:
+    if record.key is None:
+        raise InvalidRecord("record has no key")
+    try:
+        return bytes(record.key).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRecord("key is not UTF-8") from None
+
+
+def _json(record: ConsumerRecord) -> Any:
+    try:
+        return orjson.loads(record.value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"value is not JSON: {exc}") from None
+
+
+def decode_channel(record: ConsumerRecord) -> tuple[str, ChannelSettings | None]:
+    """senderKey → channel settings (§3)."""
+    key = _key(record)
+    if record.value is None:
+        return key, None
+    try:
+        return key, ChannelSettings.model_validate(_json(record))
+    except ValidationError as exc:
+        raise InvalidRecord(f"channel {key!r}: {exc.errors(include_url=False)}") from None
+
+
+def decode_sender_number(record: ConsumerRecord) -> tuple[str, SenderNumberStatus | None]:
+    """Sender number digits → ACTIVE/BLOCKED (§4). Keys are normalised like event numbers."""
+    raw = _key(record)
+    key = phone_digits(raw)
+    if key is None:
+        raise InvalidRecord(f"sender number key {raw!r} is not a phone number")
+    if record.value is None:
+        return key, None
+    try:
+        return key, SenderNumber.model_validate(_json(record)).status
+    except ValidationError as exc:
+        raise InvalidRecord(f"sender number {key}: {exc.errors(include_url=False)}") from None
+
+
+class RequestedFallbacks:
+    """Which fallbackIds already produced a REQUESTED outcome (§9), kept in a changelog topic.
+
+    The changelog is compacted, keyed by fallbackId, and read whole by every replica, so a
+    re-published event is recognised whatever partition it arrives on. Entries older than the
+    retention are forgotten.
+    """
+
+    def __init__(
+        self, topic: str, consumer_options: Mapping[str, Any], *, retention_seconds: float
+    ) -> None:
+        self.retention_ms = int(retention_seconds * 1000)
+        self.table: Table[int] = Table("requested", topic, self._decode, consumer_options)
+        self._last_prune = time.monotonic()
+
+    def _decode(self, record: ConsumerRecord) -> tuple[str, int | None]:
+        key = _key(record)
+        if record.value is None:
+            return key, None
+        # The record timestamp is when it was requested; old ones are past remembering.
+        if record.timestamp < time.time() * 1000 - self.retention_ms:
+            return key, None
+        return key, int(record.timestamp)
+
+    def __contains__(self, fallback_id: str) -> bool:
+        return fallback_id in self.table.entries
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def remember(self, fallback_ids: list[str], now_ms: int) -> None:
+        """Record our own requests at once, before the changelog echoes them back."""
+        entries = self.table.entries
+        for fid in fallback_ids:
+            entries[fid] = now_ms
+        if time.monotonic() - self._last_prune > 60:
+            self.prune(now_ms)
+
+    def prune(self, now_ms: int) -> None:
+        horizon = now_ms - self.retention_ms
+        entries = self.table.entries
+        for fid in [fid for fid, at in entries.items() if at < horizon]:
+            del entries[fid]
+        self._last_prune = time.monotonic()
+
+    @staticmethod
+    def marker(fallback_id: str, requested_at: str) -> bytes:
+        return orjson.dumps({"fallbackId": fallback_id, "requestedAt": requested_at})

@@ -1,0 +1,180 @@
+"""Helpers for tests on the real broker: topics, producing, reading outputs, running the service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from service.app import FallbackService
+from service.config import Settings, load_settings
+from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO
+
+
+@dataclass
+class Topics:
+    """A fresh set of the six topics of §1 for one test."""
+
+    input: str
+    output: str
+    events: str
+    dlq: str
+    channels: str
+    senders: str
+
+    @classmethod
+    def fresh(cls) -> Topics:
+        tag = uuid.uuid4().hex[:8]
+        return cls(
+            input=f"in-{tag}",
+            output=f"sms-{tag}",
+            events=f"events-{tag}",
+            dlq=f"dlq-{tag}",
+            channels=f"channels-{tag}",
+            senders=f"senders-{tag}",
+        )
+
+    def settings(self, bootstrap: str, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_bootstrap_servers": bootstrap,
+            "group_id": f"group-{self.input}",
+            "input_topic": self.input,
+            "output_topic": self.output,
+            "events_topic": self.events,
+            "dlq_topic": self.dlq,
+            "channel_settings_topic": self.channels,
+            "sender_numbers_topic": self.senders,
+            "http_port": 0,
+            "ad_quiet_hours": "",
+            "batch_timeout_ms": 20,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    def env(self, bootstrap: str, **overrides: str) -> dict[str, str]:
+        env = {
+            "FALLBACK_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "FALLBACK_GROUP_ID": f"group-{self.input}",
+            "FALLBACK_INPUT_TOPIC": self.input,
+            "FALLBACK_OUTPUT_TOPIC": self.output,
+            "FALLBACK_EVENTS_TOPIC": self.events,
+            "FALLBACK_DLQ_TOPIC": self.dlq,
+            "FALLBACK_CHANNEL_SETTINGS_TOPIC": self.channels,
+            "FALLBACK_SENDER_NUMBERS_TOPIC": self.senders,
+            "FALLBACK_AD_QUIET_HOURS": "",
+            "FALLBACK_BATCH_TIMEOUT_MS": "20",
+        }
+        env.update(overrides)
+        return env
+
+
+async def create_topics(bootstrap: str, topics: Topics, *, partitions: int = 3) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(t, partitions, 1)
+                for t in (topics.input, topics.output, topics.events, topics.dlq)
+            ]
+            + [
+                NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"})
+                for t in (topics.channels, topics.senders)
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+async def put(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | str | None, Any]]
+) -> None:
+    """Produce (key, value) pairs; dict values are JSON, None is a tombstone, bytes are raw."""
+    async with producer(bootstrap) as p:
+        for key, value in records:
+            k = key.encode() if isinstance(key, str) else key
+            v = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
+            await p.send_and_wait(topic, v, key=k)
+
+
+async def seed(bootstrap: str, topics: Topics, **channel: Any) -> None:
+    """A configured channel and its active sender number."""
+    settings_value = {"enabled": True, "sendNo": SEND_NO, "unsubscribeNo": UNSUBSCRIBE_NO}
+    settings_value.update(channel)
+    await put(bootstrap, topics.channels, [(SENDER_KEY, settings_value)])
+    await put(bootstrap, topics.senders, [(SEND_NO, {"status": "ACTIVE"})])
+
+
+async def read(
+    bootstrap: str, topic: str, count: int, *, within: float = 20.0
+) -> list[ConsumerRecord]:
+    """Read at least `count` records of `topic` from the beginning (all partitions)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        while not parts:
+            await consumer.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got: list[ConsumerRecord] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while len(got) < count and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                got.extend(records)
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, *, settle: float = 1.0) -> list[ConsumerRecord]:
+    """Everything in `topic` now: read until nothing new arrives for `settle` seconds."""
+    return await read(bootstrap, topic, 10**9, within=settle)
+
+
+def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records]
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(parts)}
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[FallbackService]:
+    """The service in this process, started and ready; stopped cleanly afterwards."""
+    service = FallbackService(settings)
+    await asyncio.wait_for(service.start(), 30)
+    try:
+        yield service
+    finally:
+        await service.stop()
