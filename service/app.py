@@ -146,6 +146,8 @@ class FallbackService:
             auto_offset_reset="earliest",
             listener=_Rebalance(self),
             decoder=_raw_records,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )
         self.subscriber(self._handle)
         self.consuming = False

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Real Kafka can do idempotent producers; the local test broker cannot.
     kafka_enable_idempotence: bool = False
     kafka_client_id: str = "fallback-service"
+    # How long the group waits for a silent member before moving its partitions.
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000, le=3_600_000)
+    kafka_heartbeat_interval_ms: int = Field(3000, ge=100, le=3_600_000)
 
     # Topics (§1)
     input_topic: str = Field("alimtalk.delivery.failed", min_length=1)

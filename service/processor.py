@@ -52,9 +52,10 @@ class Write:
 
 @dataclass(slots=True)
 class Batch:
-    """What one batch of input records causes."""
+    """What one batch of input records causes, in the order it must be written."""
 
-    writes: list[Write] = field(default_factory=list)
+    deliveries: list[Write] = field(default_factory=list)  # SMS requests and dead letters
+    outcomes: list[Write] = field(default_factory=list)
     requested: list[str] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
@@ -102,7 +103,7 @@ class Processor:
         """Decide every record of the batch, in order. No I/O."""
         s = self.settings
         batch = Batch()
-        writes = batch.writes
+        deliveries, outcomes = batch.deliveries, batch.outcomes
         pending: set[str] = set()
         channels = self.channels.entries
         sender_numbers = self.sender_numbers.entries
@@ -110,7 +111,7 @@ class Processor:
             batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
             event = parse_failure_event(record.value)
             if isinstance(event, Malformed):
-                writes.append(dead_letter(record, event, s.dlq_topic))
+                deliveries.append(dead_letter(record, event, s.dlq_topic))
                 self._dead_lettered(record, event)
                 continue
             fid = f"{event.requestId}:{event.recipientSeq}"
@@ -126,36 +127,39 @@ class Processor:
             if decision.request is not None:
                 pending.add(fid)
                 batch.requested.append(fid)
-                writes.append(
+                deliveries.append(
                     Write(s.output_topic, key, to_json(decision.request), [(IDEMPOTENCY_KEY, key)])
                 )
-            writes.append(Write(s.events_topic, key, to_json(decision.outcome)))
+            outcomes.append(Write(s.events_topic, key, to_json(decision.outcome)))
             self._observe(decision)
         return batch
 
     async def process(self, records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Write everything `records` cause and return the offsets that are then safe to commit.
 
-        SMS requests, outcomes and dead letters are acknowledged first; only then are the
-        "requested" markers written, so a marker never exists for a request the broker lost.
+        Three steps, each acknowledged before the next: SMS requests and dead letters; the
+        "requested" markers; the outcomes. So a marker never exists for a request the broker
+        lost, and a REQUESTED outcome that anyone can see always has its marker.
         """
         started = time.monotonic()
+        # Markers written by other replicas before this batch count: read up to them.
+        await self.requested.table.catch_up()
         now = self.clock()
         batch = self.convert(records, now)
-        await self.write(batch.writes)
         if batch.requested:
+            await self.write(batch.deliveries)
             stamp = timestamp(now)
+            topic = self.requested.table.topic
             await self.write(
                 [
-                    Write(
-                        self.requested.table.topic,
-                        fid.encode(),
-                        RequestedFallbacks.marker(fid, stamp),
-                    )
+                    Write(topic, fid.encode(), RequestedFallbacks.marker(fid, stamp))
                     for fid in batch.requested
                 ]
             )
             self.requested.remember(batch.requested, int(now.timestamp() * 1000))
+            await self.write(batch.outcomes)
+        else:
+            await self.write(batch.deliveries + batch.outcomes)
         elapsed = time.monotonic() - started
         metrics = self.metrics
         metrics.batch_size.observe(len(records))  # type: ignore[attr-defined]

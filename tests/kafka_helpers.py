@@ -54,6 +54,9 @@ class Topics:
             "http_port": 0,
             "ad_quiet_hours": "",
             "batch_timeout_ms": 20,
+            # Tansu forms a group in about half the session timeout: keep tests quick.
+            "kafka_session_timeout_ms": 2000,
+            "kafka_heartbeat_interval_ms": 300,
         }
         values.update(overrides)
         return load_settings(**values)
@@ -70,6 +73,8 @@ class Topics:
             "FALLBACK_SENDER_NUMBERS_TOPIC": self.senders,
             "FALLBACK_AD_QUIET_HOURS": "",
             "FALLBACK_BATCH_TIMEOUT_MS": "20",
+            "FALLBACK_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "FALLBACK_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
         }
         env.update(overrides)
         return env

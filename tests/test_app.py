@@ -1,0 +1,220 @@
+"""The service on the real broker, in this process: topics, tables, DLQ, readiness (§1-§4, §8)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from service.app import FallbackService
+from service.models import MAX_EVENT_BYTES
+from tests.factories import SEND_NO, SENDER_KEY, event_dict
+from tests.kafka_helpers import (
+    Topics,
+    committed,
+    create_topics,
+    producer,
+    put,
+    read,
+    read_all,
+    running,
+    seed,
+    values,
+)
+
+pytestmark = pytest.mark.broker
+
+
+async def until(predicate: object, within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_every_output_topic(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics)
+    await seed(bootstrap, topics)
+    settings = topics.settings(bootstrap)
+    async with running(settings):
+        await put(
+            bootstrap,
+            topics.input,
+            [
+                ("R1:1", event_dict()),
+                ("R2:1", event_dict(requestId="R2", content="가" * 60)),
+                ("R3:1", event_dict(requestId="R3", senderKey="unknown")),
+                ("R4:1", event_dict(requestId="R4", recipientNo="12")),
+            ],
+        )
+        outcomes = values(await read(bootstrap, topics.events, 4))
+        requests = await read(bootstrap, topics.output, 2)
+    by_id = {o["fallbackId"]: o for o in outcomes}
+    assert {k: (v["status"], v["reason"]) for k, v in by_id.items()} == {
+        "R1:1": ("REQUESTED", None),
+        "R2:1": ("REQUESTED", None),
+        "R3:1": ("SKIPPED", "channel_not_configured"),
+        "R4:1": ("REJECTED", "recipient_number_invalid"),
+    }
+    for record in requests:
+        body = orjson.loads(record.value)
+        assert record.key == body["fallbackId"].encode()
+        assert dict(record.headers) == {"idempotency-key": record.key}
+        assert body["sendNo"] == SEND_NO
+    assert {orjson.loads(r.value)["type"] for r in requests} == {"SMS", "LMS"}
+    events = await read_all(bootstrap, topics.events)
+    assert all(r.key == orjson.loads(r.value)["fallbackId"].encode() for r in events)
+
+
+async def test_malformed_records_go_to_the_dlq_untouched(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    oversized = orjson.dumps(event_dict(pad="x" * MAX_EVENT_BYTES))
+    bad = [
+        (b"k-json", b"{not json", "invalid_json"),
+        (b"k-array", b"[1,2,3]", "invalid_json"),
+        (b"k-event", orjson.dumps({"requestId": "R9"}), "invalid_event"),
+        (b"k-type", orjson.dumps(event_dict(recipientSeq="1")), "invalid_event"),
+        (b"k-big", oversized, "oversized"),
+        (None, b"\xff\xfe\x00binary", "invalid_json"),
+        (b"k-null", None, "invalid_json"),
+    ]
+    async with running(topics.settings(bootstrap)) as service:
+        async with producer(bootstrap) as p:
+            for key, value, _ in bad:
+                await p.send_and_wait(topics.input, value, key=key, headers=[("trace", b"t-1")])
+            await p.send_and_wait(topics.input, orjson.dumps(event_dict()), key=b"good")
+        dead = await read(bootstrap, topics.dlq, len(bad))
+        good = await read(bootstrap, topics.events, 1)
+        await until(lambda: service.metrics.dead_letters.labels("oversized")._value.get() == 1)
+    assert len(good) == 1
+    assert [(r.key, r.value) for r in dead] == [(k, v) for k, v, _ in bad]
+    for record, (_, _, error) in zip(dead, bad, strict=True):
+        headers = dict(record.headers)
+        assert headers["trace"] == b"t-1"  # the record's own headers are kept
+        assert headers["x-fallback-error"] == error.encode()
+        assert 0 < len(headers["x-fallback-error-detail"]) <= 1024
+        assert headers["x-original-topic"] == topics.input.encode()
+        assert headers["x-original-partition"] == b"0"
+    assert [dict(r.headers)["x-original-offset"] for r in dead] == [
+        str(i).encode() for i in range(len(bad))
+    ]
+    # Only well-formed events get an outcome.
+    assert len(await read_all(bootstrap, topics.events)) == 1
+
+
+async def test_tables_load_before_any_event_is_consumed(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics)
+    # The event is waiting before the channel even exists; the service must not see it first.
+    await put(bootstrap, topics.input, [("R1:1", event_dict())])
+    await seed(bootstrap, topics)
+    service = FallbackService(topics.settings(bootstrap))
+    assert service.readiness() == "loading channels, sender_numbers, requested"
+    await service.start()
+    try:
+        assert service.readiness() is None
+        outcome = values(await read(bootstrap, topics.events, 1))[0]
+    finally:
+        await service.stop()
+    assert outcome["status"] == "REQUESTED"
+    assert service.readiness() == "consumer not running"
+
+
+async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics, enabled=False)
+    async with running(topics.settings(bootstrap)) as service:
+        channel = lambda: service.channels.get(SENDER_KEY)  # noqa: E731
+
+        async def step(seq: int) -> dict[str, object]:
+            await put(bootstrap, topics.input, [(None, event_dict(recipientSeq=seq))])
+            return values(await read(bootstrap, topics.events, seq))[-1]
+
+        assert (await step(1))["reason"] == "fallback_disabled"
+        await put(bootstrap, topics.channels, [(SENDER_KEY, {"enabled": True, "sendNo": SEND_NO})])
+        await until(lambda: channel() is not None and channel().enabled)  # type: ignore[union-attr]
+        assert (await step(2))["status"] == "REQUESTED"
+        await put(bootstrap, topics.senders, [(SEND_NO, {"status": "BLOCKED"})])
+        await until(lambda: service.sender_numbers.get(SEND_NO) == "BLOCKED")
+        assert (await step(3))["reason"] == "sender_number_blocked"
+        await put(bootstrap, topics.senders, [("02-1599-0000", None)])  # tombstone, dashed key
+        await until(lambda: service.sender_numbers.get(SEND_NO) is None)
+        assert (await step(4))["reason"] == "sender_number_unregistered"
+        # An invalid record is ignored: the previous value stays in force.
+        await put(bootstrap, topics.channels, [(SENDER_KEY, {"enabled": "yes"})])
+        await until(lambda: service.metrics.table_invalid.labels("channels")._value.get() == 1)
+        assert channel() is not None and channel().enabled  # type: ignore[union-attr]
+        await put(bootstrap, topics.channels, [(SENDER_KEY, None)])
+        await until(lambda: channel() is None)
+        assert (await step(5))["reason"] == "channel_not_configured"
+
+
+async def test_duplicates_skipped_across_restart(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics)
+    await seed(bootstrap, topics)
+    settings = topics.settings(bootstrap)
+    async with running(settings):
+        await put(bootstrap, topics.input, [("R1:1", event_dict())])
+        await read(bootstrap, topics.events, 1)
+    async with running(settings) as second:
+        assert "R1:1" in second.requested
+        # Re-published, under another key, so most likely on another partition.
+        await put(bootstrap, topics.input, [("other-key", event_dict()), ("x", event_dict())])
+        outcomes = values(await read(bootstrap, topics.events, 3))
+    assert [(o["status"], o["reason"]) for o in outcomes[1:]] == [("SKIPPED", "duplicate")] * 2
+    assert len(await read_all(bootstrap, topics.output)) == 1
+
+
+async def test_duplicates_in_one_batch(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    await put(bootstrap, topics.input, [("k", event_dict())] * 5)
+    async with running(topics.settings(bootstrap)):
+        outcomes = values(await read(bootstrap, topics.events, 5))
+    assert [o["status"] for o in outcomes] == ["REQUESTED"] + ["SKIPPED"] * 4
+    assert len(await read_all(bootstrap, topics.output)) == 1
+
+
+async def test_two_instances_split_partitions_without_duplicates(
+    bootstrap: str, topics: Topics
+) -> None:
+    await create_topics(bootstrap, topics, partitions=4)
+    await seed(bootstrap, topics)
+    settings = topics.settings(bootstrap)
+    async with running(settings) as a, running(settings) as b:
+
+        def assigned(s: FallbackService) -> set[TopicPartition]:
+            consumer = s.subscriber.consumer
+            return set(consumer.assignment()) if consumer else set()
+
+        await until(
+            lambda: assigned(a) and assigned(b) and len(assigned(a) | assigned(b)) == 4, within=30
+        )
+        assert not assigned(a) & assigned(b)
+        events = [event_dict(requestId=f"R{i}") for i in range(40)]
+        await put(bootstrap, topics.input, [(f"R{i}:1", e) for i, e in enumerate(events)])
+        await read(bootstrap, topics.events, 40)
+        # The same events again, keyed differently so that they land on other partitions.
+        await put(bootstrap, topics.input, [(f"again-{i}", e) for i, e in enumerate(events)])
+        outcomes = values(await read(bootstrap, topics.events, 80))
+        handled_a = a.metrics.batch_size._sum.get()
+        handled_b = b.metrics.batch_size._sum.get()
+    requests = values(await read_all(bootstrap, topics.output))
+    assert sorted(r["fallbackId"] for r in requests) == sorted(f"R{i}:1" for i in range(40))
+    assert sum(o["status"] == "SKIPPED" and o["reason"] == "duplicate" for o in outcomes) == 40
+    assert handled_a > 0 and handled_b > 0
+
+
+async def test_commits_follow_outputs(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    settings = topics.settings(bootstrap)
+    await put(bootstrap, topics.input, [(None, event_dict(recipientSeq=i)) for i in range(1, 11)])
+    async with running(settings):
+        await read(bootstrap, topics.events, 10)
+        await asyncio.sleep(0.3)
+    assert await committed(bootstrap, settings.group_id, topics.input) == {0: 10}
