@@ -1,0 +1,181 @@
+"""`fallback-service run` as a process: crash, restart, graceful stop, HTTP, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.broker import free_port
+from tests.factories import event_dict
+from tests.kafka_helpers import (
+    Topics,
+    committed,
+    create_topics,
+    put,
+    read,
+    read_all,
+    running,
+    seed,
+    values,
+)
+
+pytestmark = pytest.mark.broker
+
+BIN = Path(sys.executable).parent
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def start(env: dict[str, str], *argv: str) -> subprocess.Popen[bytes]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FALLBACK_")} | env
+    command = list(argv) or [str(BIN / "fallback-service"), "run"]
+    return subprocess.Popen(
+        command, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=PROGRAMS
+    )
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) -> list[int]:
+    """Poll /readyz until 200; returns every status seen."""
+    seen = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+        try:
+            status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code
+        except httpx.HTTPError:
+            time.sleep(0.05)
+            continue
+        seen.append(status)
+        if status == 200:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"not ready within {within}s: {seen}")
+
+
+@contextmanager
+def service_process(env: dict[str, str], *argv: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = start(env, *argv)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_killed_between_publish_and_commit(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    port = free_port()
+    env = topics.env(bootstrap, FALLBACK_HTTP_PORT=str(port))
+    with service_process(env, sys.executable, str(PROGRAMS / "crash_before_commit.py")) as p:
+        await asyncio.to_thread(wait_ready, port, p)
+        await put(bootstrap, topics.input, [("R1:1", event_dict())])
+        assert await asyncio.to_thread(p.wait, 30) == -signal.SIGKILL
+    # Its outputs were acknowledged, its input offset was not committed.
+    assert len(await read(bootstrap, topics.output, 1)) == 1
+    assert values(await read(bootstrap, topics.events, 1))[0]["status"] == "REQUESTED"
+    group = env["FALLBACK_GROUP_ID"]
+    assert (await committed(bootstrap, group, topics.input))[0] is None
+    # After restart the event comes back: it gets an outcome again, but no second SMS.
+    async with running(topics.settings(bootstrap)):
+        outcomes = values(await read(bootstrap, topics.events, 2))
+        await asyncio.sleep(0.5)
+    assert [(o["status"], o["reason"]) for o in outcomes] == [
+        ("REQUESTED", None),
+        ("SKIPPED", "duplicate"),
+    ]
+    assert len(await read_all(bootstrap, topics.output)) == 1
+    assert (await committed(bootstrap, group, topics.input))[0] == 1
+
+
+async def test_graceful_stop_on_sigterm(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics, partitions=2)
+    await seed(bootstrap, topics)
+    port = free_port()
+    env = topics.env(bootstrap, FALLBACK_HTTP_PORT=str(port), FALLBACK_BATCH_MAX_RECORDS="50")
+    count = 3000
+    await put(
+        bootstrap, topics.input, [(f"R{i}:1", event_dict(requestId=f"R{i}")) for i in range(count)]
+    )
+    with service_process(env) as p:
+        seen = await asyncio.to_thread(wait_ready, port, p)
+        await read(bootstrap, topics.events, 100)  # in the middle of the stream
+        p.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        code = await asyncio.to_thread(p.wait, 15)
+        stopped_in = time.monotonic() - began
+        output = p.stdout.read().decode()  # type: ignore[union-attr]
+    assert code == 0, output
+    assert stopped_in < 10
+    assert "stopped" in output
+    assert seen[-1] == 200
+    # Everything committed has its outcome; the rest is processed after a restart,
+    # and no fallback is requested twice.
+    group = env["FALLBACK_GROUP_ID"]
+    done = sum(v or 0 for v in (await committed(bootstrap, group, topics.input)).values())
+    assert len(await read_all(bootstrap, topics.events)) >= done
+    async with running(topics.settings(bootstrap)):
+        outcomes = values(await read(bootstrap, topics.events, count, within=60))
+    assert {o["fallbackId"] for o in outcomes} == {f"R{i}:1" for i in range(count)}
+    requests = values(await read_all(bootstrap, topics.output))
+    assert len(requests) == len({r["fallbackId"] for r in requests}) == count
+
+
+async def test_http_endpoints(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics)
+    await seed(bootstrap, topics)
+    port = free_port()
+    with service_process(topics.env(bootstrap, FALLBACK_HTTP_PORT=str(port))) as p:
+        await asyncio.to_thread(wait_ready, port, p)
+        await put(bootstrap, topics.input, [("R1:1", event_dict()), ("x", b"junk")])
+        await read(bootstrap, topics.events, 1)
+        await read(bootstrap, topics.dlq, 1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).text == "ready\n"
+            await asyncio.sleep(0.3)
+            metrics = (await client.get("/metrics")).text
+            assert (await client.get("/nope")).status_code == 404
+        p.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(p.wait, 15) == 0
+        log = p.stdout.read().decode()  # type: ignore[union-attr]
+    assert 'fallback_outcomes_total{reason="",status="REQUESTED"} 1.0' in metrics
+    assert 'fallback_dead_letters_total{error="invalid_json"} 1.0' in metrics
+    assert 'fallback_messages_total{type="SMS"} 1.0' in metrics
+    assert 'fallback_table_entries{table="channels"} 1.0' in metrics
+    assert "fallback_processing_seconds_bucket" in metrics
+    assert "faststream_received_messages_total" in metrics
+    assert "R1:1 REQUESTED SMS 28B to 010****5678" in log
+    assert "01012345678" not in log
+
+
+def test_bad_configuration_stops_startup() -> None:
+    with service_process({"FALLBACK_LMS_MAX_BYTES": "lots"}) as p:
+        code = p.wait(30)
+        output = p.stdout.read().decode()  # type: ignore[union-attr]
+    assert code == 2
+    assert "FALLBACK_LMS_MAX_BYTES" in output
+
+
+def test_secrets_never_printed() -> None:
+    env = {
+        "FALLBACK_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "FALLBACK_KAFKA_SASL_USERNAME": "u",
+        "FALLBACK_KAFKA_SASL_PASSWORD": "s3cret-pw",
+        "FALLBACK_HTTP_PORT": "99999",
+    }
+    with service_process(env) as p:
+        output = p.stdout.read().decode()  # type: ignore[union-attr]
+        assert p.wait(30) == 2
+    assert "FALLBACK_HTTP_PORT" in output
+    assert "s3cret-pw" not in output
