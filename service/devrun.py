@@ -1,23 +1,236 @@
-"""`make run`: show the conversion core on sample texts."""
+"""`make run`: the whole service on a laptop in one command.
+
+Starts the embedded broker unless FALLBACK_KAFKA_BOOTSTRAP_SERVERS is set, creates the topics,
+seeds example channels and sender numbers, runs `fallback-service run`, publishes sample
+failures and prints what became of each. Ctrl-C stops everything it started.
+"""
 
 from __future__ import annotations
 
-from service.cli import main
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-SAMPLES: list[list[str]] = [
-    ["[마이브랜드] 인증번호 482913 을 입력해 주세요."],
-    ["주문하신 상품이 발송되었습니다 🎉 똠햏뷁 확인해 주세요 ♥️"],
-    ["--ad", "--unsubscribe-no", "080-123-4567", "이번 주말 전 품목 20% 할인! " * 5],
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from service.broker import EmbeddedBroker, free_port, start_broker
+from service.config import Settings, load_settings
+from service.logs import mask_number
+
+CHANNELS: dict[str, dict[str, Any] | None] = {
+    "sk-mybrand": {
+        "enabled": True,
+        "sendNo": "02-1599-0000",
+        "title": "마이브랜드 알림",
+        "unsubscribeNo": "080-123-4567",
+    },
+    "sk-paused": {"enabled": False, "sendNo": "02-1599-0000"},
+}
+SENDER_NUMBERS = {"0215990000": {"status": "ACTIVE"}, "0317770000": {"status": "BLOCKED"}}
+
+
+def _event(request_id: str, content: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "requestId": request_id,
+        "recipientSeq": 1,
+        "senderKey": "sk-mybrand",
+        "plusFriendId": "@mybrand",
+        "templateCode": "DEMO",
+        "recipientNo": "010-1234-5678",
+        "content": content,
+        "resultCode": "3018",
+        "resultCodeName": "메시지를 전송할 수 없음",
+        **fields,
+    }
+
+
+SAMPLES: list[tuple[str, bytes]] = [
+    ("otp", orjson.dumps(_event("demo-otp", "[마이브랜드] 인증번호 482913 을 입력해 주세요."))),
+    (
+        "long notice",
+        orjson.dumps(
+            _event(
+                "demo-notice",
+                "[마이브랜드] 주문하신 상품이 발송되었습니다.\n\n"
+                + "주문번호 2026112212345, 택배사 한진택배, 송장번호 123456789012. " * 4,
+                buttons=[
+                    {"ordering": 1, "type": "WL", "name": "배송조회", "linkMo": "https://m.ex.kr/t"}
+                ],
+            )
+        ),
+    ),
+    ("emoji", orjson.dumps(_event("demo-emoji", "가입을 환영합니다 🎉 똠햏뷁 쿠폰 ♥️ 👍🏽"))),
+    ("paused channel", orjson.dumps(_event("demo-paused", "안내", senderKey="sk-paused"))),
+    (
+        "blocked sender",
+        orjson.dumps(
+            _event("demo-blocked", "안내", resendParameter={"resendSendNo": "031-777-0000"})
+        ),
+    ),
+    (
+        "advertising",
+        orjson.dumps(
+            _event("demo-ad", "이번 주말 전 품목 20% 할인!", isAd=True, messageType="FRIENDTALK")
+        ),
+    ),
+    ("malformed", b'{"requestId": "demo-bad", "recipientSeq": "one"'),
 ]
 
 
-def demo() -> int:
-    for argv in SAMPLES:
-        print(f"$ fallback-service preview {' '.join(repr(a) for a in argv)}")
-        main(["preview", *argv])
-        print()
-    return 0
+async def _create_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(t, 3, 1)
+            for t in (
+                settings.input_topic,
+                settings.output_topic,
+                settings.events_topic,
+                settings.dlq_topic,
+            )
+        ] + [
+            NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"})
+            for t in (settings.channel_settings_topic, settings.sender_numbers_topic)
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def _publish(settings: Settings, topic: str, records: list[tuple[str, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def _describe(topic: str, settings: Settings, value: bytes | None, headers: Any) -> str:
+    if topic == settings.dlq_topic:
+        h = dict(headers)
+        return (
+            f"DEAD-LETTER {h['x-fallback-error'].decode()}: "
+            f"{h['x-fallback-error-detail'].decode()[:70]}"
+        )
+    data = orjson.loads(value or b"{}")
+    if topic == settings.output_topic:
+        body = data["body"].replace("\n", " / ")
+        title = f" [{data['title']}]" if data["title"] else ""
+        return (
+            f"  -> {data['type']} {data['bodyBytes']}B from {data['sendNo']} to "
+            f"{mask_number(data['recipientNo'])}{title}: {body[:60]}"
+        )
+    reason = f" {data['reason']}" if data["reason"] else ""
+    return f"{data['status']:<9} {data['fallbackId']}{reason}"
+
+
+async def _watch(settings: Settings, stop: asyncio.Event) -> None:
+    topics = [settings.events_topic, settings.output_topic, settings.dlq_topic]
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=300)
+            for tp, records in batches.items():
+                for r in records:
+                    print(_describe(tp.topic, settings, r.value, r.headers), flush=True)
+    finally:
+        await consumer.stop()
+
+
+async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as client:
+        while process.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"fallback-service exited with {process.returncode}")
+
+
+async def demo() -> int:
+    embedded: EmbeddedBroker | None = None
+    env = dict(os.environ)
+    if not env.get("FALLBACK_KAFKA_BOOTSTRAP_SERVERS"):
+        embedded = start_broker()
+        env["FALLBACK_KAFKA_BOOTSTRAP_SERVERS"] = embedded.bootstrap
+        env.setdefault("FALLBACK_KAFKA_SESSION_TIMEOUT_MS", "2000")
+        env.setdefault("FALLBACK_KAFKA_HEARTBEAT_INTERVAL_MS", "300")
+        print(f"embedded broker (Tansu) on {embedded.bootstrap}")
+    env.setdefault("FALLBACK_HTTP_PORT", str(free_port()))
+    env.setdefault("FALLBACK_AD_QUIET_HOURS", "")  # the demo shows an advertising fallback
+    os.environ.update(env)
+    settings = load_settings()
+    process: subprocess.Popen[bytes] | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await _create_topics(settings)
+        await _publish(
+            settings,
+            settings.channel_settings_topic,
+            [(k, orjson.dumps(v) if v else None) for k, v in CHANNELS.items()],
+        )
+        await _publish(
+            settings,
+            settings.sender_numbers_topic,
+            [(k, orjson.dumps(v)) for k, v in SENDER_NUMBERS.items()],
+        )
+        print("seeded channels sk-mybrand (enabled), sk-paused (disabled) and sender numbers")
+        binary = Path(sys.executable).with_name("fallback-service")
+        # Popen returns at once; the service runs beside this loop until it is stopped.
+        process = subprocess.Popen([str(binary), "run"], env=env)  # noqa: ASYNC220
+        await _wait_ready(settings.http_port, process)
+        print(f"service ready: http://127.0.0.1:{settings.http_port}/metrics")
+        watcher = asyncio.create_task(_watch(settings, stop))
+        started = time.monotonic()
+        await _publish(
+            settings, settings.input_topic, [(f"sample-{name}", value) for name, value in SAMPLES]
+        )
+        print(f"published {len(SAMPLES)} sample failures: {', '.join(n for n, _ in SAMPLES)}")
+        print("Ctrl-C stops the service and the broker.\n")
+        await stop.wait()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        print(f"\nstopping after {time.monotonic() - started:.0f}s")
+        return 0
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if embedded is not None:
+            embedded.stop()
+
+
+def main() -> int:
+    return asyncio.run(demo())
 
 
 if __name__ == "__main__":
-    raise SystemExit(demo())
+    raise SystemExit(main())

@@ -68,6 +68,8 @@ class Table(Generic[V]):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Short fetch waits keep `catch_up` from waiting out a long poll for each batch.
+            fetch_max_wait_ms=10,
         )
         await consumer.start()
         self._consumer = consumer

@@ -95,9 +95,9 @@ def test_sasl_needs_credentials_and_hides_the_password(monkeypatch: pytest.Monke
     assert "hunter2" not in str(s.model_dump())
 
 
-def test_nhn_sink_needs_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nhn_sink_is_refused_until_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FALLBACK_SINK", "nhn")
-    with pytest.raises(ConfigError, match="FALLBACK_NHN_APP_KEY"):
+    with pytest.raises(ConfigError, match="FALLBACK_SINK: the nhn sink is not available"):
         load_settings()
 
 

@@ -1,0 +1,126 @@
+"""Throughput of the running service on the local broker, against the bare aiokafka loop.
+
+Both consume the same number of pre-produced failure events from a 3-partition topic on the
+same embedded broker, in one run: the bare loop reads each record and writes two (acks=all,
+one commit per batch), the service does everything the contract asks. Figures are records/s;
+the ratio is what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.app import FallbackService
+from service.broker import start_broker
+from tests.factories import event_dict
+from tests.kafka_helpers import Topics, create_topics, seed
+
+COUNT = 20_000
+
+
+async def fill(bootstrap: str, topic: str) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    contents = ["[마이브랜드] 인증번호 482913", "가" * 60, "주문 완료 🎉 감사합니다"]
+    futures = [
+        await producer.send(
+            topic,
+            orjson.dumps(event_dict(requestId=f"B{i}", content=contents[i % 3])),
+            key=f"B{i}:1".encode(),
+        )
+        for i in range(COUNT)
+    ]
+    await asyncio.gather(*futures)
+    await producer.stop()
+
+
+async def bare_loop(bootstrap: str, topics: Topics) -> float:
+    consumer = AIOKafkaConsumer(
+        topics.input,
+        bootstrap_servers=bootstrap,
+        group_id="bare",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
+    await consumer.start()
+    await producer.start()
+    seen, started = 0, None
+    while seen < COUNT:
+        batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+        if not batches:
+            continue
+        started = started or time.monotonic()
+        futures = []
+        for records in batches.values():
+            for r in records:
+                futures.append(await producer.send(topics.output, r.value, key=r.key))
+                futures.append(await producer.send(topics.events, r.value, key=r.key))
+                seen += 1
+        await asyncio.gather(*futures)
+        await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+    elapsed = time.monotonic() - (started or time.monotonic())
+    await consumer.stop()
+    await producer.stop()
+    return COUNT / elapsed
+
+
+async def service_run(bootstrap: str, topics: Topics) -> float:
+    settings = topics.settings(bootstrap, log_outcomes=False, batch_max_records=1000)
+    service = FallbackService(settings)
+    await service.start()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=settings.group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    tps = [TopicPartition(topics.input, p) for p in range(3)]
+    started = None
+    while True:
+        handled = service.metrics.batch_size._sum.get()
+        if handled and started is None:
+            started = time.monotonic() - 0.0
+        if handled >= COUNT:
+            break
+        await asyncio.sleep(0.01)
+    elapsed = time.monotonic() - (started or time.monotonic())
+    done = sum([(await consumer.committed(tp)) or 0 for tp in tps])
+    await consumer.stop()
+    await service.stop()
+    assert done == COUNT, f"committed {done} of {COUNT}"
+    return COUNT / elapsed
+
+
+async def main() -> None:
+    broker = start_broker()
+    try:
+        bare_topics, service_topics = Topics.fresh(), Topics.fresh()
+        for topics in (bare_topics, service_topics):
+            await create_topics(broker.bootstrap, topics)
+            await seed(broker.bootstrap, topics)
+            await fill(broker.bootstrap, topics.input)
+        bare = await bare_loop(broker.bootstrap, bare_topics)
+        served = await service_run(broker.bootstrap, service_topics)
+    finally:
+        broker.stop()
+    print(f"{COUNT:,} events, 3 partitions, embedded broker on this machine")
+    print(f"bare aiokafka loop (read 1, write 2, commit/batch): {bare:10,.0f} records/s")
+    print(f"fallback service (everything the contract asks):   {served:10,.0f} records/s")
+    print(f"service / bare loop: {served / bare:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,53 @@
+"""The compose file and manifests: valid YAML, and only variables the service knows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.config import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+KNOWN = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+
+
+def _env_names(node: Any) -> set[str]:
+    names: set[str] = set()
+    if isinstance(node, dict):
+        env = node.get("environment") or node.get("env")
+        if isinstance(env, dict):
+            names |= set(env)
+        elif isinstance(env, list):
+            names |= {e["name"] if isinstance(e, dict) else e.split("=")[0] for e in env}
+        for value in node.values():
+            names |= _env_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _env_names(value)
+    return names
+
+
+def test_compose_file() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {"kafka", "fallback"} <= set(compose["services"])
+    service_env = set(compose["services"]["fallback"]["environment"])
+    assert service_env <= KNOWN, service_env - KNOWN
+    assert "FALLBACK_KAFKA_BOOTSTRAP_SERVERS" in service_env
+
+
+def test_kubernetes_manifest() -> None:
+    for document in yaml.safe_load_all((ROOT / "deploy" / "fallback-service.yaml").read_text()):
+        names = {n for n in _env_names(document) if n.startswith(ENV_PREFIX)}
+        assert names and names <= KNOWN, names - KNOWN
+
+
+def test_readme_lists_only_known_variables() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    mentioned = set(re.findall(r"FALLBACK_[A-Z_]+[A-Z]", readme))
+    expanded = {m for m in mentioned if not m.endswith("_")}
+    unknown = {m for m in expanded if m not in KNOWN and not m.startswith("FALLBACK_KAFKA_SSL_")}
+    assert not unknown, unknown
