@@ -178,7 +178,25 @@ class FallbackService:
             except Stopping as exc:
                 log.warning("%s", exc)
                 return
+            except Exception:
+                # A later commit would cover these records: read them again instead of losing
+                # them. A record that fails every time stalls its partition, loudly.
+                log.exception("batch failed; it will be read again")
+                self._rewind(records)
+                await asyncio.sleep(1)
+                return
             await self._commit(offsets)
+
+    def _rewind(self, records: tuple[Any, ...]) -> None:
+        consumer = self.subscriber.consumer
+        if consumer is None:
+            return
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        for tp, offset in first.items():
+            with _logged(f"rewinding {tp.topic}[{tp.partition}]"):
+                consumer.seek(tp, offset)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self.subscriber.consumer

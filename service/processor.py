@@ -23,7 +23,6 @@ from service.models import (
     ChannelSettings,
     Malformed,
     SenderNumberStatus,
-    Status,
     parse_failure_event,
     to_json,
 )
@@ -268,6 +267,3 @@ def _fields(decision: Decision) -> dict[str, object]:
         fields["bodyBytes"] = decision.request.bodyBytes
         fields["recipientNo"] = mask_number(decision.request.recipientNo)
     return fields
-
-
-__all__ = ["Batch", "Processor", "Status", "Stopping", "Write", "dead_letter"]

@@ -218,3 +218,32 @@ async def test_commits_follow_outputs(bootstrap: str, topics: Topics) -> None:
         await read(bootstrap, topics.events, 10)
         await asyncio.sleep(0.3)
     assert await committed(bootstrap, settings.group_id, topics.input) == {0: 10}
+
+
+async def test_a_failing_batch_is_read_again_not_lost(
+    bootstrap: str, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    from service.processor import Processor
+
+    real = Processor.convert
+    failures = []
+
+    def flaky(self: Processor, records: object, now: object) -> object:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("injected failure")
+        return real(self, records, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Processor, "convert", flaky)
+    settings = topics.settings(bootstrap)
+    await put(bootstrap, topics.input, [(None, event_dict(recipientSeq=i)) for i in (1, 2)])
+    async with running(settings):
+        outcomes = values(await read(bootstrap, topics.events, 2))
+        await put(bootstrap, topics.input, [(None, event_dict(recipientSeq=3))])
+        outcomes = values(await read(bootstrap, topics.events, 3))
+        await asyncio.sleep(0.3)
+    assert failures == [1]
+    assert [o["fallbackId"] for o in outcomes] == ["R1:1", "R1:2", "R1:3"]
+    assert await committed(bootstrap, settings.group_id, topics.input) == {0: 3}
