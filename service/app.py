@@ -30,8 +30,7 @@ from service.tables import RequestedFallbacks, Table, decode_channel, decode_sen
 log = logging.getLogger("fallback.service")
 
 
-def _security(settings: Settings) -> BaseSecurity | None:
-    options = connection_options(settings)
+def _security(settings: Settings, options: dict[str, Any]) -> BaseSecurity | None:
     ssl_context = options.get("ssl_context")
     if "sasl_mechanism" not in options:
         return BaseSecurity(ssl_context=ssl_context) if ssl_context else None
@@ -127,7 +126,7 @@ class FallbackService:
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=settings.kafka_client_id,
-            security=_security(settings),
+            security=_security(settings, options),
             graceful_timeout=settings.shutdown_timeout_seconds,
             middlewares=(KafkaPrometheusMiddleware(registry=self.metrics.registry),),
             logger=logging.getLogger("fallback.faststream"),

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from service.broker import EmbeddedBroker, free_port, start_broker
 from service.config import Settings, load_settings
+from service.kafka import create_contract_topics
 from service.logs import mask_number
 
 CHANNELS: dict[str, dict[str, Any] | None] = {
@@ -84,30 +84,6 @@ SAMPLES: list[tuple[str, bytes]] = [
     ),
     ("malformed", b'{"requestId": "demo-bad", "recipientSeq": "one"'),
 ]
-
-
-async def _create_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(t, 3, 1)
-            for t in (
-                settings.input_topic,
-                settings.output_topic,
-                settings.events_topic,
-                settings.dlq_topic,
-            )
-        ] + [
-            NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"})
-            for t in (settings.channel_settings_topic, settings.sender_numbers_topic)
-        ]
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    finally:
-        await admin.close()
 
 
 async def _publish(settings: Settings, topic: str, records: list[tuple[str, bytes | None]]) -> None:
@@ -187,7 +163,7 @@ async def demo() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _create_topics(settings)
+        await create_contract_topics(settings, partitions=3)
         await _publish(
             settings,
             settings.channel_settings_topic,

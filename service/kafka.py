@@ -78,6 +78,29 @@ async def ensure_topic(
         await admin.close()
 
 
+async def create_contract_topics(settings: Settings, *, partitions: int) -> None:
+    """Create the six topics of §1 that are missing, as a deployer would (dev runner, tests)."""
+    admin = AIOKafkaAdminClient(**connection_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        data = (
+            settings.input_topic,
+            settings.output_topic,
+            settings.events_topic,
+            settings.dlq_topic,
+        )
+        tables = (settings.channel_settings_topic, settings.sender_numbers_topic)
+        wanted = [NewTopic(t, partitions, 1) for t in data] + [
+            NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"}) for t in tables
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
 async def partition_count(settings: Settings, topic: str) -> int | None:
     """How many partitions `topic` has, or None when it does not exist."""
     admin = AIOKafkaAdminClient(**connection_options(settings))

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from service.config import Settings
 from service.logs import mask_number
+from service.metrics import Metrics
 from service.models import (
     ChannelSettings,
     Malformed,
@@ -82,7 +83,7 @@ class Processor:
         channels: Table[ChannelSettings],
         sender_numbers: Table[SenderNumberStatus],
         requested: RequestedFallbacks,
-        metrics: object,
+        metrics: Metrics,
         *,
         stopping: asyncio.Event,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -161,9 +162,9 @@ class Processor:
             await self.write(batch.deliveries + batch.outcomes)
         elapsed = time.monotonic() - started
         metrics = self.metrics
-        metrics.batch_size.observe(len(records))  # type: ignore[attr-defined]
+        metrics.batch_size.observe(len(records))
         for _ in records:
-            metrics.processing.observe(elapsed)  # type: ignore[attr-defined]
+            metrics.processing.observe(elapsed)
         return batch.offsets
 
     async def write(self, writes: list[Write]) -> None:
@@ -193,7 +194,7 @@ class Processor:
                     break
             if failed_at == len(writes):
                 return
-            self.metrics.publish_errors.inc()  # type: ignore[attr-defined]
+            self.metrics.publish_errors.inc()
             errors.error(
                 "writing %d records failed at %s (%s); retrying in %.1fs",
                 len(writes) - failed_at,
@@ -213,16 +214,16 @@ class Processor:
         reason = outcome.reason.value if outcome.reason else ""
         counter = self._outcome_counters.get((outcome.status, reason))
         if counter is None:
-            counter = self.metrics.outcomes.labels(outcome.status.value, reason)  # type: ignore[attr-defined]
+            counter = self.metrics.outcomes.labels(outcome.status.value, reason)
             self._outcome_counters[(outcome.status, reason)] = counter
         counter.inc()
         request = decision.request
         if request is not None:
-            self.metrics.messages.labels(request.type.value).inc()  # type: ignore[attr-defined]
+            self.metrics.messages.labels(request.type.value).inc()
             if request.truncated:
-                self.metrics.truncations.inc()  # type: ignore[attr-defined]
+                self.metrics.truncations.inc()
             if request.replacedChars:
-                self.metrics.replaced_chars.inc(request.replacedChars)  # type: ignore[attr-defined]
+                self.metrics.replaced_chars.inc(request.replacedChars)
         if self.settings.log_outcomes and log.isEnabledFor(logging.INFO):
             if request is not None:
                 log.info(
@@ -244,7 +245,7 @@ class Processor:
                 )
 
     def _dead_lettered(self, record: ConsumerRecord, malformed: Malformed) -> None:
-        self.metrics.dead_letters.labels(malformed.error.value).inc()  # type: ignore[attr-defined]
+        self.metrics.dead_letters.labels(malformed.error.value).inc()
         errors.warning(
             "dead-lettered %s[%d]@%d: %s: %s",
             record.topic,

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from service.app import FallbackService
 from service.config import Settings, load_settings
+from service.kafka import create_contract_topics
 from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO
 
 
@@ -81,21 +81,7 @@ class Topics:
 
 
 async def create_topics(bootstrap: str, topics: Topics, *, partitions: int = 3) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(t, partitions, 1)
-                for t in (topics.input, topics.output, topics.events, topics.dlq)
-            ]
-            + [
-                NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"})
-                for t in (topics.channels, topics.senders)
-            ]
-        )
-    finally:
-        await admin.close()
+    await create_contract_topics(topics.settings(bootstrap), partitions=partitions)
 
 
 @contextlib.asynccontextmanager
