@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m service.devrun
+	$(BIN)/python -m service.dev.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

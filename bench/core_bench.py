@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 
 import orjson
 
-from service.models import (
+from service.core.models import (
     ChannelSettings,
     FailureEvent,
     SenderNumberStatus,
     parse_failure_event,
     to_json,
 )
-from service.rules import Policy, decide
+from service.core.rules import Policy, decide
 
 TARGET = 50_000
 NOW = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.app import FallbackService
-from service.broker import start_broker
+from service.dev.broker import start_broker
 from tests.factories import event_dict
 from tests.kafka_helpers import Topics, create_topics, seed
 

@@ -1,4 +1,7 @@
-"""The running service: tables, the FastStream consumer, the producer, HTTP and signals."""
+"""The running service: tables, the FastStream consumer, rebalances, HTTP, signals.
+
+Built by `service.compose.build_service`; this module only runs the parts it is given.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +10,41 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from service import logs
-from service.config import SaslMechanism, Settings, load_settings
+from service.config import Settings
+from service.core.models import ChannelSettings, SenderNumberStatus
 from service.http import make_http_app
-from service.kafka import connection_options, ensure_topic, make_producer, partition_count
+from service.kafka import ensure_topic, partition_count
 from service.metrics import Metrics
-from service.processor import Processor, Stopping
-from service.tables import RequestedFallbacks, Table, decode_channel, decode_sender_number
+from service.processor import Processor
+from service.tables import RequestedFallbacks, Table
+from service.writer import Stopping
 
 log = logging.getLogger("fallback.service")
 
+# After a batch failed unexpectedly, wait this long before it is read again (outside the lock).
+FAILED_BATCH_BACKOFF_SECONDS = 1.0
 
-def _security(settings: Settings, options: dict[str, Any]) -> BaseSecurity | None:
-    ssl_context = options.get("ssl_context")
-    if "sasl_mechanism" not in options:
-        return BaseSecurity(ssl_context=ssl_context) if ssl_context else None
-    kind = {
-        SaslMechanism.PLAIN: SASLPlaintext,
-        SaslMechanism.SCRAM_SHA_256: SASLScram256,
-        SaslMechanism.SCRAM_SHA_512: SASLScram512,
-    }[settings.kafka_sasl_mechanism]
-    return kind(
-        options["sasl_plain_username"],
-        options["sasl_plain_password"],
-        ssl_context=ssl_context,
-        use_ssl=ssl_context is not None,
-    )
+
+@dataclass(slots=True)
+class Tables:
+    """The tables the service reads before it consumes (§3, §4, §9)."""
+
+    channels: Table[ChannelSettings]
+    sender_numbers: Table[SenderNumberStatus]
+    requested: RequestedFallbacks
+
+    def all(self) -> tuple[Table[Any], ...]:
+        return (self.channels, self.sender_numbers, self.requested.table)
 
 
 async def _raw_records(message: StreamMessage[Any]) -> Any:
@@ -66,7 +66,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # Whatever the previous owner requested is in the changelog by now: read up to it.
-        await self.service.requested.table.catch_up()
+        await self.service.tables.requested.catch_up()
         self.service.restored.set()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
@@ -75,67 +75,27 @@ class FallbackService:
     """One instance of the service. `start()` loads the tables, then consumes; `stop()` drains."""
 
     def __init__(
-        self, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        settings: Settings,
+        *,
+        broker: KafkaBroker,
+        processor: Processor,
+        tables: Tables,
+        metrics: Metrics,
+        stopping: asyncio.Event,
     ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        options = connection_options(settings)
-        m = self.metrics
-
-        def invalid(table: str, detail: str) -> None:
-            m.table_invalid.labels(table).inc()
-
-        def size(table: str, entries: int) -> None:
-            m.table_entries.labels(table).set(entries)
-
-        self.channels = Table(
-            "channels",
-            settings.channel_settings_topic,
-            decode_channel,
-            options,
-            on_invalid=invalid,
-            on_change=size,
-        )
-        self.sender_numbers = Table(
-            "sender_numbers",
-            settings.sender_numbers_topic,
-            decode_sender_number,
-            options,
-            on_invalid=invalid,
-            on_change=size,
-        )
-        self.requested = RequestedFallbacks(
-            settings.dedupe_topic_name,
-            options,
-            retention_seconds=settings.dedupe_retention_days * 86400,
-        )
-        self.producer = make_producer(settings)
-        self.stopping = asyncio.Event()
+        self.broker = broker
+        self.processor = processor
+        self.writer = processor.writer
+        self.sink = processor.sink
+        self.tables = tables
+        self.metrics = metrics
+        self.stopping = stopping
         self.batch_lock = asyncio.Lock()
         self.restored = asyncio.Event()  # open while the changelog is caught up for the assignment
-        self.processor = Processor(
-            settings,
-            self.producer,
-            self.channels,
-            self.sender_numbers,
-            self.requested,
-            self.metrics,
-            stopping=self.stopping,
-            clock=clock,
-        )
-        self.broker = KafkaBroker(
-            settings.kafka_bootstrap_servers,
-            client_id=settings.kafka_client_id,
-            security=_security(settings, options),
-            graceful_timeout=settings.shutdown_timeout_seconds,
-            middlewares=(KafkaPrometheusMiddleware(registry=self.metrics.registry),),
-            logger=logging.getLogger("fallback.faststream"),
-            # FastStream logs two lines per message at this level: keep them out of INFO.
-            log_level=logging.DEBUG,
-            apply_types=False,
-            allow_auto_create_topics=False,
-        )
-        self.subscriber = self.broker.subscriber(
+        self.consuming = False
+        self.subscriber = broker.subscriber(
             settings.input_topic,
             group_id=settings.group_id,
             batch=True,
@@ -149,16 +109,23 @@ class FallbackService:
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )
         self.subscriber(self._handle)
-        self.consuming = False
-        self.http_app = make_http_app(self.readiness, self.metrics.registry)
+        self.http_app = make_http_app(self.readiness, metrics.registry)
+
+    @property
+    def requested(self) -> RequestedFallbacks:
+        return self.tables.requested
+
+    @property
+    def channels(self) -> Table[ChannelSettings]:
+        return self.tables.channels
+
+    @property
+    def sender_numbers(self) -> Table[SenderNumberStatus]:
+        return self.tables.sender_numbers
 
     def readiness(self) -> str | None:
         """None when ready (§10); otherwise what is still missing."""
-        waiting = [
-            t.name
-            for t in (self.channels, self.sender_numbers, self.requested.table)
-            if not t.loaded.is_set()
-        ]
+        waiting = [t.name for t in self.tables.all() if not t.loaded.is_set()]
         if waiting:
             return "loading " + ", ".join(waiting)
         if not self.consuming:
@@ -171,20 +138,25 @@ class FallbackService:
         await self.restored.wait()
         if self.stopping.is_set():
             return
+        failed = False
         async with self.batch_lock:
             try:
-                offsets = await self.processor.process(records)
+                await self.processor.process(records)
             except Stopping as exc:
                 log.warning("%s", exc)
+                await self.writer.abandon()
                 return
             except Exception:
                 # A later commit would cover these records: read them again instead of losing
                 # them. A record that fails every time stalls its partition, loudly.
                 log.exception("batch failed; it will be read again")
+                await self.writer.abandon()
                 self._rewind(records)
-                await asyncio.sleep(1)
-                return
-            await self._commit(offsets)
+                failed = True
+        if failed:
+            # Back off outside the lock, so that a rebalance or a stop never waits for it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), FAILED_BATCH_BACKOFF_SECONDS)
 
     def _rewind(self, records: tuple[Any, ...]) -> None:
         consumer = self.subscriber.consumer
@@ -197,22 +169,11 @@ class FallbackService:
             with _logged(f"rewinding {tp.topic}[{tp.partition}]"):
                 consumer.seek(tp, offset)
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        consumer = self.subscriber.consumer
-        if consumer is None:
-            return
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The partitions moved: the new owner reads these records again and skips the
-            # fallbacks already requested.
-            self.metrics.commit_failures.inc()
-            log.warning("commit refused, records will be processed again: %s", exc)
-
     async def start(self) -> None:
         """Connect, create the internal topic, load the tables, then start consuming."""
         s = self.settings
-        await _retrying("producer", self.producer.start, self.stopping)
+        await _retrying("producer", self.writer.start, self.stopping)
+        await self.sink.start()
         partitions = await partition_count(s, s.input_topic) or 1
         retention_ms = int(s.dedupe_retention_days * 86400 * 1000)
         await ensure_topic(
@@ -221,11 +182,12 @@ class FallbackService:
             partitions=partitions,
             config={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
         )
-        tables = (self.channels, self.sender_numbers, self.requested.table)
+        tables = self.tables.all()
         await asyncio.gather(*(t.start() for t in tables))
         await asyncio.gather(*(t.wait_loaded() for t in tables))
         self.metrics.table_entries.labels("requested").set(len(self.requested))
         await self.broker.start()
+        self.writer.attach(self.subscriber.consumer)
         self.consuming = True
         self.metrics.ready.set(1)
         log.info(
@@ -245,9 +207,11 @@ class FallbackService:
         self.restored.set()  # wake a handler waiting for a restore that will not come
         with _logged("consumer"):
             await self.broker.stop()
+        with _logged("sink"):
+            await self.sink.stop()
         with _logged("producer"):
-            await asyncio.wait_for(self.producer.stop(), 3)
-        for table in (self.channels, self.sender_numbers, self.requested.table):
+            await asyncio.wait_for(self.writer.stop(), 3)
+        for table in self.tables.all():
             with _logged(f"table {table.name}"):
                 await table.stop()
 
@@ -281,9 +245,9 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT; 0 after a clean stop."""
-    service = FallbackService(settings)
+async def serve(service: FallbackService) -> int:
+    """Run `service` with its HTTP server until SIGTERM or SIGINT; 0 after a clean stop."""
+    settings = service.settings
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -323,10 +287,3 @@ async def serve(settings: Settings) -> int:
     stop_task.cancel()
     log.info("stopped")
     return code
-
-
-def run() -> int:
-    """`fallback-service run`: configuration from the environment, then serve."""
-    settings = load_settings()
-    logs.configure(settings.log_level, settings.log_format)
-    return asyncio.run(serve(settings))

@@ -1,15 +1,16 @@
-"""Configuration from FALLBACK_* environment variables (CONTRACT §10)."""
+"""Configuration from FALLBACK_* environment variables (contract §10): one settings class."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.rules import Limits, Policy, QuietHours, Registry
-from service.text import Unencodable
+from service.core.rules import Limits, Policy, QuietHours, Registry
+from service.core.text import Unencodable
 
 ENV_PREFIX = "FALLBACK_"
 
@@ -39,6 +40,35 @@ class Sink(StrEnum):
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """The slice of the settings every Kafka client needs: where the brokers are and how to
+    authenticate. `service.kafka.client_options` turns it into aiokafka keyword arguments."""
+
+    bootstrap_servers: str
+    client_id: str
+    security_protocol: SecurityProtocol
+    sasl_mechanism: SaslMechanism
+    sasl_username: str | None
+    sasl_password: SecretStr | None
+    ssl_cafile: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_key_password: SecretStr | None
+    ssl_check_hostname: bool
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in {SecurityProtocol.SSL, SecurityProtocol.SASL_SSL}
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in {
+            SecurityProtocol.SASL_PLAINTEXT,
+            SecurityProtocol.SASL_SSL,
+        }
 
 
 class Settings(BaseSettings):
@@ -128,11 +158,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        sasl = self.kafka_security_protocol in {
-            SecurityProtocol.SASL_PLAINTEXT,
-            SecurityProtocol.SASL_SSL,
-        }
-        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+        if self.kafka().uses_sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
             raise _NamedError(
                 "kafka_sasl_username",
                 "SASL needs FALLBACK_KAFKA_SASL_USERNAME and FALLBACK_KAFKA_SASL_PASSWORD",
@@ -145,6 +171,22 @@ class Settings(BaseSettings):
     @property
     def dedupe_topic_name(self) -> str:
         return self.dedupe_topic or f"{self.group_id}.dedupe"
+
+    def kafka(self) -> KafkaConnection:
+        """The connection and security options shared by every Kafka client (service, CLI, demo)."""
+        return KafkaConnection(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            client_id=self.kafka_client_id,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+        )
 
     def policy(self) -> Policy:
         """The conversion policy these settings describe."""

@@ -1,51 +1,85 @@
-"""Kafka connection settings, producer and topic administration (adapters over aiokafka)."""
+"""Kafka adapters over aiokafka: client options with TLS/SASL, producer, topic administration."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from service.config import SecurityProtocol, Settings
+from service.config import ConfigError, KafkaConnection, SaslMechanism, Settings
 
 log = logging.getLogger("fallback.kafka")
 
 
-def connection_options(settings: Settings) -> dict[str, Any]:
-    """Options every aiokafka client of the service shares: servers, TLS and SASL."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "security_protocol": settings.kafka_security_protocol.value,
-        "client_id": settings.kafka_client_id,
-    }
-    protocol = settings.kafka_security_protocol
-    if protocol in {SecurityProtocol.SSL, SecurityProtocol.SASL_SSL}:
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-        context.check_hostname = settings.kafka_ssl_check_hostname
-        if settings.kafka_ssl_certfile:
-            password = settings.kafka_ssl_key_password
+def _ssl_context(kafka: KafkaConnection) -> ssl.SSLContext:
+    # A file that cannot be read stops start-up naming its variable, not with a traceback.
+    try:
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"FALLBACK_KAFKA_SSL_CAFILE: cannot be read ({exc})") from None
+    context.check_hostname = kafka.ssl_check_hostname
+    if kafka.ssl_certfile:
+        password = kafka.ssl_key_password
+        try:
             context.load_cert_chain(
-                settings.kafka_ssl_certfile,
-                settings.kafka_ssl_keyfile,
+                kafka.ssl_certfile,
+                kafka.ssl_keyfile,
                 password.get_secret_value() if password else None,
             )
-        options["ssl_context"] = context
-    if protocol in {SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL}:
-        assert settings.kafka_sasl_password is not None  # checked by Settings
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism.value
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "FALLBACK_KAFKA_SSL_CERTFILE / FALLBACK_KAFKA_SSL_KEYFILE: "
+                f"cannot be read ({type(exc).__name__})"
+            ) from None
+    return context
+
+
+def client_options(kafka: KafkaConnection) -> dict[str, Any]:
+    """Keyword arguments every aiokafka client shares: servers, client id, TLS and SASL."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol.value,
+        "client_id": kafka.client_id,
+    }
+    if kafka.uses_ssl:
+        options["ssl_context"] = _ssl_context(kafka)
+    if kafka.uses_sasl:
+        assert kafka.sasl_password is not None  # checked by Settings
+        options["sasl_mechanism"] = kafka.sasl_mechanism.value
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
+def faststream_security(kafka: KafkaConnection, options: dict[str, Any]) -> BaseSecurity | None:
+    """The same security as `options` (built once by `client_options`), in FastStream's terms."""
+    ssl_context = options.get("ssl_context")
+    if not kafka.uses_sasl:
+        return BaseSecurity(ssl_context=ssl_context) if ssl_context else None
+    kind = {
+        SaslMechanism.PLAIN: SASLPlaintext,
+        SaslMechanism.SCRAM_SHA_256: SASLScram256,
+        SaslMechanism.SCRAM_SHA_512: SASLScram512,
+    }[kafka.sasl_mechanism]
+    return kind(
+        options["sasl_plain_username"],
+        options["sasl_plain_password"],
+        ssl_context=ssl_context,
+        use_ssl=ssl_context is not None,
+    )
+
+
+def make_producer(settings: Settings, options: dict[str, Any] | None = None) -> AIOKafkaProducer:
     """The producer for every output: acks=all, so an ack means the write is durable (§9)."""
     return AIOKafkaProducer(
-        **connection_options(settings),
+        **(options if options is not None else client_options(settings.kafka())),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,
@@ -54,13 +88,22 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+@contextlib.asynccontextmanager
+async def admin_client(kafka: KafkaConnection) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit."""
+    admin = AIOKafkaAdminClient(**client_options(kafka))
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 async def ensure_topic(
     settings: Settings, name: str, *, partitions: int, config: dict[str, str]
 ) -> None:
     """Create an internal topic when it is missing; an existing one is left as it is."""
-    admin = AIOKafkaAdminClient(**connection_options(settings))
-    await admin.start()
-    try:
+    async with admin_client(settings.kafka()) as admin:
         if name in await admin.list_topics():
             return
         replication = settings.internal_topic_replication
@@ -74,15 +117,11 @@ async def ensure_topic(
             if code and code != TopicAlreadyExistsError.errno:
                 raise RuntimeError(f"cannot create topic {topic}: error {code} {message}")
         log.info("created internal topic %s with %d partitions", name, partitions)
-    finally:
-        await admin.close()
 
 
 async def create_contract_topics(settings: Settings, *, partitions: int) -> None:
-    """Create the six topics of §1 that are missing, as a deployer would (dev runner, tests)."""
-    admin = AIOKafkaAdminClient(**connection_options(settings))
-    await admin.start()
-    try:
+    """Create the six topics of §1 that are missing, as a deployer would (dev demo, tests)."""
+    async with admin_client(settings.kafka()) as admin:
         existing = set(await admin.list_topics())
         data = (
             settings.input_topic,
@@ -97,18 +136,12 @@ async def create_contract_topics(settings: Settings, *, partitions: int) -> None
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             await admin.create_topics(missing)
-    finally:
-        await admin.close()
 
 
 async def partition_count(settings: Settings, topic: str) -> int | None:
     """How many partitions `topic` has, or None when it does not exist."""
-    admin = AIOKafkaAdminClient(**connection_options(settings))
-    await admin.start()
-    try:
+    async with admin_client(settings.kafka()) as admin:
         described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     for item in described:
         if item.get("topic") == topic and not item.get("error_code"):
             return len(item.get("partitions", [])) or None

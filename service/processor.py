@@ -1,76 +1,92 @@
-"""One batch of input records → outputs acknowledged by the broker → offsets to commit (§8, §9).
+"""One batch of input records → the sink, the writer, the commit, in that order (§8, §9).
 
-The conversion itself is `rules.decide`; this module only turns records into writes, writes them
-with acks=all, and says which offsets are then safe to commit.
+The conversion itself is `service.core.rules.decide`. This module turns records into
+deliveries and writes, hands them to the sink and the writer in the order the guarantees need,
+commits, and only then has what was done observed (metrics, outcome logs).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Protocol
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from prometheus_client import Counter
+from aiokafka import ConsumerRecord, TopicPartition
 
-from service.config import Settings
-from service.logs import mask_number
-from service.metrics import Metrics
-from service.models import (
+from service.core.models import (
+    DLQ_ERROR,
+    DLQ_ERROR_DETAIL,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC,
     ChannelSettings,
     Malformed,
+    Outcome,
     SenderNumberStatus,
     parse_failure_event,
     to_json,
 )
-from service.rules import Decision, decide, timestamp
-from service.tables import RequestedFallbacks, Table
+from service.core.rules import Decision, Policy, decide, timestamp
+from service.core.settle import SettledOutcome, counts_as_requested, settle
+from service.observe import Observer
+from service.sinks import Delivery, Sink
+from service.writer import Write, Writer
 
-log = logging.getLogger("fallback.outcomes")
-errors = logging.getLogger("fallback.processor")
-
-IDEMPOTENCY_KEY = "idempotency-key"
-
-
-class Stopping(Exception):
-    """The service is stopping while a batch could not be written; it stays uncommitted."""
+_OWN_HEADERS = frozenset(
+    {DLQ_ERROR, DLQ_ERROR_DETAIL, DLQ_ORIGINAL_TOPIC, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_OFFSET}
+)
 
 
-@dataclass(slots=True)
-class Write:
-    """One record to produce."""
+class Dedupe(Protocol):
+    """Which fallbacks already count as requested (§5.1 rule 1), kept in a changelog topic."""
 
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    @property
+    def topic(self) -> str: ...
+
+    def __contains__(self, fallback_id: str) -> bool: ...
+
+    async def catch_up(self) -> None: ...
+
+    def remember(self, fallback_ids: list[str], now_ms: int) -> None: ...
+
+    @staticmethod
+    def marker(fallback_id: str, requested_at: str) -> bytes: ...
 
 
 @dataclass(slots=True)
 class Batch:
     """What one batch of input records causes, in the order it must be written."""
 
-    deliveries: list[Write] = field(default_factory=list)  # SMS requests and dead letters
+    deliveries: list[Delivery] = field(default_factory=list)
+    dead_letters: list[Write] = field(default_factory=list)
     outcomes: list[Write] = field(default_factory=list)
-    requested: list[str] = field(default_factory=list)
+    # Index in `outcomes` of each REQUESTED outcome → its delivery, for settlement.
+    requested_at: dict[int, tuple[Delivery, Outcome]] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+    malformed: list[tuple[ConsumerRecord, Malformed]] = field(default_factory=list)
+    settled: list[SettledOutcome] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 def dead_letter(record: ConsumerRecord, malformed: Malformed, topic: str) -> Write:
-    """The input record unchanged, with why and where it came from (§8)."""
-    headers = list(record.headers or ())
+    """The input record unchanged, with why and where it came from (§8).
+
+    The service's own headers replace incoming ones of the same names: a producer cannot forge
+    where a dead letter came from.
+    """
+    headers = [(k, v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS]
     headers += [
-        ("x-fallback-error", malformed.error.value.encode()),
-        ("x-fallback-error-detail", malformed.detail.encode()),
-        ("x-original-topic", record.topic.encode()),
-        ("x-original-partition", str(record.partition).encode()),
-        ("x-original-offset", str(record.offset).encode()),
+        (DLQ_ERROR, malformed.error.value.encode()),
+        (DLQ_ERROR_DETAIL, malformed.detail.encode()),
+        (DLQ_ORIGINAL_TOPIC, record.topic.encode()),
+        (DLQ_ORIGINAL_PARTITION, str(record.partition).encode()),
+        (DLQ_ORIGINAL_OFFSET, str(record.offset).encode()),
     ]
-    return Write(topic, record.key, record.value, headers)
+    return Write(
+        topic, record.key, record.value, headers, TopicPartition(record.topic, record.partition)
+    )
 
 
 class Processor:
@@ -78,43 +94,45 @@ class Processor:
 
     def __init__(
         self,
-        settings: Settings,
-        producer: AIOKafkaProducer,
-        channels: Table[ChannelSettings],
-        sender_numbers: Table[SenderNumberStatus],
-        requested: RequestedFallbacks,
-        metrics: Metrics,
         *,
-        stopping: asyncio.Event,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        policy: Policy,
+        events_topic: str,
+        dlq_topic: str,
+        channels: Mapping[str, ChannelSettings],
+        sender_numbers: Mapping[str, SenderNumberStatus],
+        requested: Dedupe,
+        sink: Sink,
+        writer: Writer,
+        observer: Observer,
+        clock: Callable[[], datetime],
     ) -> None:
-        self.settings = settings
-        self.policy = settings.policy()
-        self.producer = producer
+        self.policy = policy
+        self.events_topic = events_topic
+        self.dlq_topic = dlq_topic
         self.channels = channels
         self.sender_numbers = sender_numbers
         self.requested = requested
-        self.metrics = metrics
-        self.stopping = stopping
+        self.sink = sink
+        self.writer = writer
+        self.observer = observer
         self.clock = clock
-        self._outcome_counters: dict[tuple[str, str], Counter] = {}
 
     def convert(self, records: Sequence[ConsumerRecord], now: datetime) -> Batch:
-        """Decide every record of the batch, in order. No I/O."""
-        s = self.settings
+        """Decide every record of the batch, in order. No I/O: nothing is written or counted."""
         batch = Batch()
-        deliveries, outcomes = batch.deliveries, batch.outcomes
         pending: set[str] = set()
-        channels = self.channels.entries
-        sender_numbers = self.sender_numbers.entries
+        channels = self.channels
+        sender_numbers = self.sender_numbers
+        events_topic = self.events_topic
         for record in records:
-            batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            source = TopicPartition(record.topic, record.partition)
+            batch.offsets[source] = record.offset + 1
             event = parse_failure_event(record.value)
             if isinstance(event, Malformed):
-                deliveries.append(dead_letter(record, event, s.dlq_topic))
-                self._dead_lettered(record, event)
+                batch.dead_letters.append(dead_letter(record, event, self.dlq_topic))
+                batch.malformed.append((record, event))
                 continue
-            fid = f"{event.requestId}:{event.recipientSeq}"
+            fid = event.fallback_id
             decision = decide(
                 event,
                 channels.get(event.senderKey),
@@ -123,148 +141,78 @@ class Processor:
                 now=now,
                 policy=self.policy,
             )
-            key = fid.encode()
             if decision.request is not None:
                 pending.add(fid)
-                batch.requested.append(fid)
-                deliveries.append(
-                    Write(s.output_topic, key, to_json(decision.request), [(IDEMPOTENCY_KEY, key)])
-                )
-            outcomes.append(Write(s.events_topic, key, to_json(decision.outcome)))
-            self._observe(decision)
+                delivery = Delivery(decision.request, source)
+                batch.deliveries.append(delivery)
+                batch.requested_at[len(batch.outcomes)] = (delivery, decision.outcome)
+            batch.outcomes.append(
+                Write(events_topic, fid.encode(), to_json(decision.outcome), source=source)
+            )
+            batch.decisions.append(decision)
         return batch
 
-    async def process(self, records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
-        """Write everything `records` cause and return the offsets that are then safe to commit.
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        """Hand over, write and commit everything `records` cause, then observe it.
 
-        Three steps, each acknowledged before the next: SMS requests and dead letters; the
-        "requested" markers; the outcomes. So a marker never exists for a request the broker
-        lost, and a REQUESTED outcome that anyone can see always has its marker.
+        The steps, each acknowledged before the next: requests to the sink and dead letters;
+        the "requested" markers; the outcomes; the commit of the input offsets. So a marker
+        never exists for a request that was lost, and a REQUESTED outcome that anyone can see
+        always has its marker. Raises `writer.Stopping` when stopped part-way (nothing is
+        committed then).
         """
         started = time.monotonic()
         # Markers written by other replicas before this batch count: read up to them.
-        await self.requested.table.catch_up()
+        await self.requested.catch_up()
         now = self.clock()
         batch = self.convert(records, now)
-        if batch.requested:
-            await self.write(batch.deliveries)
-            stamp = timestamp(now)
-            topic = self.requested.table.topic
-            await self.write(
-                [
-                    Write(topic, fid.encode(), RequestedFallbacks.marker(fid, stamp))
-                    for fid in batch.requested
-                ]
-            )
-            self.requested.remember(batch.requested, int(now.timestamp() * 1000))
-            await self.write(batch.outcomes)
-        else:
-            await self.write(batch.deliveries + batch.outcomes)
-        elapsed = time.monotonic() - started
-        metrics = self.metrics
-        metrics.batch_size.observe(len(records))
-        for _ in records:
-            metrics.processing.observe(elapsed)
-        return batch.offsets
+        await self._write(batch, now)
+        await self.writer.commit(batch.offsets)
+        self.observer.observe(batch, len(records), time.monotonic() - started)
 
-    async def write(self, writes: list[Write]) -> None:
-        """Produce `writes` in order and wait for every ack; retry from the first failure.
-
-        Resending from the first failed write (not only the failed ones) keeps each output
-        partition in input order; what is sent twice carries the same key and idempotency key.
-        """
-        delay = 0.2
-        while writes:
-            futures: list[asyncio.Future[object]] = []
-            failed_at = len(writes)
-            first_error: BaseException | None = None
-            for index, w in enumerate(writes):
-                try:
-                    futures.append(
-                        await self.producer.send(w.topic, w.value, key=w.key, headers=w.headers)
-                    )
-                except Exception as exc:  # a send refused at once counts like a failed ack
-                    failed_at, first_error = index, exc
-                    break
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            for index, result in enumerate(results):
-                if isinstance(result, BaseException):
-                    if index < failed_at:
-                        failed_at, first_error = index, result
-                    break
-            if failed_at == len(writes):
-                return
-            self.metrics.publish_errors.inc()
-            errors.error(
-                "writing %d records failed at %s (%s); retrying in %.1fs",
-                len(writes) - failed_at,
-                writes[failed_at].topic,
-                first_error,
-                delay,
-            )
-            writes = writes[failed_at:]
-            if self.stopping.is_set():
-                raise Stopping("stopping with unwritten outputs; the batch stays uncommitted")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
-            delay = min(delay * 2, 5.0)
-
-    def _observe(self, decision: Decision) -> None:
-        outcome = decision.outcome
-        reason = outcome.reason.value if outcome.reason else ""
-        counter = self._outcome_counters.get((outcome.status, reason))
-        if counter is None:
-            counter = self.metrics.outcomes.labels(outcome.status.value, reason)
-            self._outcome_counters[(outcome.status, reason)] = counter
-        counter.inc()
-        request = decision.request
-        if request is not None:
-            self.metrics.messages.labels(request.type.value).inc()
-            if request.truncated:
-                self.metrics.truncations.inc()
-            if request.replacedChars:
-                self.metrics.replaced_chars.inc(request.replacedChars)
-        if self.settings.log_outcomes and log.isEnabledFor(logging.INFO):
-            if request is not None:
-                log.info(
-                    "%s %s %s %dB to %s",
-                    outcome.fallbackId,
-                    outcome.status.value,
-                    request.type.value,
-                    request.bodyBytes,
-                    mask_number(request.recipientNo),
-                    extra={"fields": _fields(decision)},
+    async def _write(self, batch: Batch, now: datetime) -> None:
+        writer = self.writer
+        if not batch.deliveries:
+            await writer.write(batch.dead_letters + batch.outcomes)
+            return
+        await self.sink.deliver(batch.deliveries)
+        if batch.dead_letters:
+            await writer.write(batch.dead_letters)
+        stamp = timestamp(now)
+        requested = [d for d in batch.deliveries if counts_as_requested(d.answer)]
+        topic = self.requested.topic
+        await writer.write(
+            [
+                Write(
+                    topic,
+                    d.request.fallbackId.encode(),
+                    self.requested.marker(d.request.fallbackId, stamp),
+                    source=d.source,
                 )
-            else:
-                log.info(
-                    "%s %s %s",
-                    outcome.fallbackId,
-                    outcome.status.value,
-                    reason,
-                    extra={"fields": _fields(decision)},
-                )
-
-    def _dead_lettered(self, record: ConsumerRecord, malformed: Malformed) -> None:
-        self.metrics.dead_letters.labels(malformed.error.value).inc()
-        errors.warning(
-            "dead-lettered %s[%d]@%d: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            malformed.error.value,
-            malformed.detail,
+                for d in requested
+            ]
         )
+        self.requested.remember([d.request.fallbackId for d in requested], _ms(now))
+        await writer.write(self._with_settlements(batch))
+
+    def _with_settlements(self, batch: Batch) -> list[Write]:
+        """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""
+        if not any(d.answer is not None for d, _ in batch.requested_at.values()):
+            return batch.outcomes
+        settled_at = timestamp(self.clock())
+        outcomes: list[Write] = []
+        for index, write in enumerate(batch.outcomes):
+            outcomes.append(write)
+            found = batch.requested_at.get(index)
+            if found is None or found[0].answer is None:
+                continue
+            delivery, outcome = found
+            assert delivery.answer is not None
+            settled = settle(outcome, delivery.answer, settled_at)
+            batch.settled.append(settled)
+            outcomes.append(Write(write.topic, write.key, to_json(settled), source=write.source))
+        return outcomes
 
 
-def _fields(decision: Decision) -> dict[str, object]:
-    outcome = decision.outcome
-    fields: dict[str, object] = {
-        "fallbackId": outcome.fallbackId,
-        "status": outcome.status.value,
-        "reason": outcome.reason.value if outcome.reason else None,
-    }
-    if decision.request is not None:
-        fields["type"] = decision.request.type.value
-        fields["bodyBytes"] = decision.request.bodyBytes
-        fields["recipientNo"] = mask_number(decision.request.recipientNo)
-    return fields
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

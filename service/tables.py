@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from service.models import ChannelSettings, SenderNumber, SenderNumberStatus
-from service.rules import phone_digits
+from service.core.models import ChannelSettings, SenderNumber, SenderNumberStatus
+from service.core.rules import phone_digits
 
 log = logging.getLogger("fallback.tables")
 
@@ -208,18 +208,34 @@ class RequestedFallbacks:
     """
 
     def __init__(
-        self, topic: str, consumer_options: Mapping[str, Any], *, retention_seconds: float
+        self,
+        topic: str,
+        consumer_options: Mapping[str, Any],
+        *,
+        retention_seconds: float,
+        wall_clock_ms: Callable[[], float] = lambda: time.time() * 1000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.retention_ms = int(retention_seconds * 1000)
         self.table: Table[int] = Table("requested", topic, self._decode, consumer_options)
-        self._last_prune = time.monotonic()
+        self._wall_clock_ms = wall_clock_ms
+        self._monotonic = monotonic
+        self._last_prune = monotonic()
+
+    @property
+    def topic(self) -> str:
+        return self.table.topic
+
+    async def catch_up(self) -> None:
+        """Apply every marker written to the changelog before this call."""
+        await self.table.catch_up()
 
     def _decode(self, record: ConsumerRecord) -> tuple[str, int | None]:
         key = _key(record)
         if record.value is None:
             return key, None
         # The record timestamp is when it was requested; old ones are past remembering.
-        if record.timestamp < time.time() * 1000 - self.retention_ms:
+        if record.timestamp < self._wall_clock_ms() - self.retention_ms:
             return key, None
         return key, int(record.timestamp)
 
@@ -234,16 +250,19 @@ class RequestedFallbacks:
         entries = self.table.entries
         for fid in fallback_ids:
             entries[fid] = now_ms
-        if time.monotonic() - self._last_prune > 60:
+        # Pruning walks every entry: once a minute is plenty for a retention of days.
+        if self._monotonic() - self._last_prune > 60:
             self.prune(now_ms)
 
     def prune(self, now_ms: int) -> None:
+        """Forget the fallbacks requested before the retention horizon."""
         horizon = now_ms - self.retention_ms
         entries = self.table.entries
         for fid in [fid for fid, at in entries.items() if at < horizon]:
             del entries[fid]
-        self._last_prune = time.monotonic()
+        self._last_prune = self._monotonic()
 
     @staticmethod
     def marker(fallback_id: str, requested_at: str) -> bytes:
+        """The changelog value of one requested fallback (its key is the fallbackId)."""
         return orjson.dumps({"fallbackId": fallback_id, "requestedAt": requested_at})

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.broker import EmbeddedBroker, start_broker
+from service.dev.broker import EmbeddedBroker, start_broker
 from tests.kafka_helpers import Topics
 
 

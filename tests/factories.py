@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from service.models import ChannelSettings, FailureEvent, SenderNumberStatus
+from service.core.models import ChannelSettings, FailureEvent, SenderNumberStatus
 
 SENDER_KEY = "sk-mybrand"
 SEND_NO = "0215990000"

@@ -13,6 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from service.app import FallbackService
+from service.compose import build_service
 from service.config import Settings, load_settings
 from service.kafka import create_contract_topics
 from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO
@@ -163,7 +164,7 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | N
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[FallbackService]:
     """The service in this process, started and ready; stopped cleanly afterwards."""
-    service = FallbackService(settings)
+    service = build_service(settings)
     await asyncio.wait_for(service.start(), 30)
     try:
         yield service

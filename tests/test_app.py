@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from service.app import FallbackService
-from service.models import MAX_EVENT_BYTES
+from service.compose import build_service
+from service.core.models import MAX_EVENT_BYTES
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
 from tests.kafka_helpers import (
     Topics,
@@ -27,10 +30,15 @@ from tests.kafka_helpers import (
 pytestmark = pytest.mark.broker
 
 
-async def until(predicate: object, within: float = 10.0) -> None:
+def sample(service: FallbackService, name: str, **labels: str) -> float:
+    """A metric's current value, read through the registry's public API (0 when unset)."""
+    return service.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
@@ -76,7 +84,7 @@ async def test_malformed_records_go_to_the_dlq_untouched(bootstrap: str, topics:
     oversized = orjson.dumps(event_dict(pad="x" * MAX_EVENT_BYTES))
     bad = [
         (b"k-json", b"{not json", "invalid_json"),
-        (b"k-array", b"[1,2,3]", "invalid_json"),
+        (b"k-array", b"[1,2,3]", "invalid_event"),
         (b"k-event", orjson.dumps({"requestId": "R9"}), "invalid_event"),
         (b"k-type", orjson.dumps(event_dict(recipientSeq="1")), "invalid_event"),
         (b"k-big", oversized, "oversized"),
@@ -90,7 +98,7 @@ async def test_malformed_records_go_to_the_dlq_untouched(bootstrap: str, topics:
             await p.send_and_wait(topics.input, orjson.dumps(event_dict()), key=b"good")
         dead = await read(bootstrap, topics.dlq, len(bad))
         good = await read(bootstrap, topics.events, 1)
-        await until(lambda: service.metrics.dead_letters.labels("oversized")._value.get() == 1)
+        await until(lambda: sample(service, "fallback_dead_letters_total", error="oversized") == 1)
     assert len(good) == 1
     assert [(r.key, r.value) for r in dead] == [(k, v) for k, v, _ in bad]
     for record, (_, _, error) in zip(dead, bad, strict=True):
@@ -112,7 +120,7 @@ async def test_tables_load_before_any_event_is_consumed(bootstrap: str, topics: 
     # The event is waiting before the channel even exists; the service must not see it first.
     await put(bootstrap, topics.input, [("R1:1", event_dict())])
     await seed(bootstrap, topics)
-    service = FallbackService(topics.settings(bootstrap))
+    service = build_service(topics.settings(bootstrap))
     assert service.readiness() == "loading channels, sender_numbers, requested"
     await service.start()
     try:
@@ -136,7 +144,7 @@ async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics)
 
         assert (await step(1))["reason"] == "fallback_disabled"
         await put(bootstrap, topics.channels, [(SENDER_KEY, {"enabled": True, "sendNo": SEND_NO})])
-        await until(lambda: channel() is not None and channel().enabled)  # type: ignore[union-attr]
+        await until(lambda: (c := channel()) is not None and c.enabled)
         assert (await step(2))["status"] == "REQUESTED"
         await put(bootstrap, topics.senders, [(SEND_NO, {"status": "BLOCKED"})])
         await until(lambda: service.sender_numbers.get(SEND_NO) == "BLOCKED")
@@ -146,8 +154,11 @@ async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics)
         assert (await step(4))["reason"] == "sender_number_unregistered"
         # An invalid record is ignored: the previous value stays in force.
         await put(bootstrap, topics.channels, [(SENDER_KEY, {"enabled": "yes"})])
-        await until(lambda: service.metrics.table_invalid.labels("channels")._value.get() == 1)
-        assert channel() is not None and channel().enabled  # type: ignore[union-attr]
+        await until(
+            lambda: sample(service, "fallback_table_invalid_records_total", table="channels") == 1
+        )
+        current = channel()
+        assert current is not None and current.enabled
         await put(bootstrap, topics.channels, [(SENDER_KEY, None)])
         await until(lambda: channel() is None)
         assert (await step(5))["reason"] == "channel_not_configured"
@@ -201,8 +212,8 @@ async def test_two_instances_split_partitions_without_duplicates(
         # The same events again, keyed differently so that they land on other partitions.
         await put(bootstrap, topics.input, [(f"again-{i}", e) for i, e in enumerate(events)])
         outcomes = values(await read(bootstrap, topics.events, 80))
-        handled_a = a.metrics.batch_size._sum.get()
-        handled_b = b.metrics.batch_size._sum.get()
+        handled_a = sample(a, "fallback_batch_records_sum")
+        handled_b = sample(b, "fallback_batch_records_sum")
     requests = values(await read_all(bootstrap, topics.output))
     assert sorted(r["fallbackId"] for r in requests) == sorted(f"R{i}:1" for i in range(40))
     assert sum(o["status"] == "SKIPPED" and o["reason"] == "duplicate" for o in outcomes) == 40
@@ -225,16 +236,16 @@ async def test_a_failing_batch_is_read_again_not_lost(
 ) -> None:
     await create_topics(bootstrap, topics, partitions=1)
     await seed(bootstrap, topics)
-    from service.processor import Processor
+    from service.processor import Batch, Processor
 
     real = Processor.convert
     failures = []
 
-    def flaky(self: Processor, records: object, now: object) -> object:
+    def flaky(self: Processor, records: Sequence[ConsumerRecord], now: datetime) -> Batch:
         if not failures:
             failures.append(1)
             raise RuntimeError("injected failure")
-        return real(self, records, now)  # type: ignore[arg-type]
+        return real(self, records, now)
 
     monkeypatch.setattr(Processor, "convert", flaky)
     settings = topics.settings(bootstrap)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.config import ConfigError, Settings, Sink, load_settings
-from service.rules import Registry
-from service.text import Unencodable
+from service.core.rules import Registry
+from service.core.text import Unencodable
 
 
 @pytest.fixture(autouse=True)

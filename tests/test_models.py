@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.models import (
+from service.core.models import (
     MAX_EVENT_BYTES,
     ChannelSettings,
     DeadLetterError,
@@ -50,9 +50,11 @@ def test_unknown_fields_are_ignored() -> None:
         (b"not json", DeadLetterError.INVALID_JSON),
         (b"{", DeadLetterError.INVALID_JSON),
         (b"\xff\xfe{}", DeadLetterError.INVALID_JSON),  # not UTF-8
-        (b"[1, 2]", DeadLetterError.INVALID_JSON),  # JSON, but not an object
-        (b'"text"', DeadLetterError.INVALID_JSON),
-        (b"null", DeadLetterError.INVALID_JSON),
+        # JSON, but not an object: the wrong shape, not the wrong syntax (§2).
+        (b"[1, 2]", DeadLetterError.INVALID_EVENT),
+        (b'"text"', DeadLetterError.INVALID_EVENT),
+        (b"null", DeadLetterError.INVALID_EVENT),
+        (b"3018", DeadLetterError.INVALID_EVENT),
         (b"", DeadLetterError.INVALID_JSON),
         (None, DeadLetterError.INVALID_JSON),  # a tombstone on the input topic
         (b"{}", DeadLetterError.INVALID_EVENT),

@@ -10,7 +10,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.text import (
+from service.core.text import (
     CP949_AFTER_NFC,
     PreparedText,
     Unencodable,

@@ -5,12 +5,13 @@ import signal
 import sys
 from typing import Any
 
-from service import app
+from service.cli import main
+from service.writer import AcknowledgedWriter
 
 
 async def _die(self: Any, offsets: Any) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-app.FallbackService._commit = _die  # type: ignore[method-assign]
-sys.exit(app.run())
+AcknowledgedWriter.commit = _die  # type: ignore[method-assign]
+sys.exit(main(["run"]))

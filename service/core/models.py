@@ -1,4 +1,4 @@
-"""Wire models (CONTRACT §2-§8) and the classification of input records."""
+"""Wire models (contract §2-§8), the one `Reason` enum and the classification of input records."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_DETAIL_BYTES = 1024
+
+# Headers the service puts on what it writes (§6, §8); written by the shell, named once here.
+IDEMPOTENCY_KEY = "idempotency-key"
+DLQ_ERROR = "x-fallback-error"
+DLQ_ERROR_DETAIL = "x-fallback-error-detail"
+DLQ_ORIGINAL_TOPIC = "x-original-topic"
+DLQ_ORIGINAL_PARTITION = "x-original-partition"
+DLQ_ORIGINAL_OFFSET = "x-original-offset"
+
+
+def fallback_id(request_id: str, recipient_seq: int) -> str:
+    """`{requestId}:{recipientSeq}`: the id of one fallback everywhere downstream (§2)."""
+    return f"{request_id}:{recipient_seq}"
 
 
 class Status(StrEnum):
@@ -43,6 +56,9 @@ class Reason(StrEnum):
     UNENCODABLE_CHARACTERS = "unencodable_characters"
     EMPTY_BODY = "empty_body"
     INTERNATIONAL_LMS_UNSUPPORTED = "international_lms_unsupported"
+    # Settlement by a sink that delivers itself (§7, §10): FAILED outcomes.
+    PROVIDER_REJECTED = "provider_rejected"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
 
 
 SKIP_REASONS = frozenset(
@@ -54,6 +70,9 @@ SKIP_REASONS = frozenset(
         Reason.AD_QUIET_HOURS,
     }
 )
+
+# Reasons that only settlement gives (FAILED outcomes of a delivering sink), never `decide`.
+SETTLEMENT_REASONS = frozenset({Reason.PROVIDER_REJECTED, Reason.PROVIDER_UNAVAILABLE})
 
 
 class DeadLetterError(StrEnum):
@@ -174,7 +193,7 @@ class FailureEvent(_Wire):
 
     @property
     def fallback_id(self) -> str:
-        return f"{self.requestId}:{self.recipientSeq}"
+        return fallback_id(self.requestId, self.recipientSeq)
 
 
 class ChannelSettings(_Wire):
@@ -316,8 +335,9 @@ def parse_failure_event(value: bytes | None) -> FailureEvent | Malformed:
     except orjson.JSONDecodeError as exc:
         return Malformed(error=DeadLetterError.INVALID_JSON, detail=truncate_detail(str(exc)))
     if not isinstance(data, dict):
+        # JSON, but not an object: the document has the wrong shape (§2), not the wrong syntax.
         return Malformed(
-            error=DeadLetterError.INVALID_JSON,
+            error=DeadLetterError.INVALID_EVENT,
             detail=f"value is a JSON {_JSON_TYPES.get(type(data), 'value')}, not an object",
         )
     try:

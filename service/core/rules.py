@@ -1,4 +1,4 @@
-"""The decision order and message building (CONTRACT §5). Pure: the clock is a parameter."""
+"""The decision order and message building (contract §5). Pure: the clock is a parameter."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import regex
 
-from service.models import (
+from service.core.models import (
     SKIP_REASONS,
     ChannelSettings,
     FailureEvent,
@@ -23,7 +23,7 @@ from service.models import (
     SmsRequest,
     Status,
 )
-from service.text import Unencodable, byte_length, cut, normalise, prepare
+from service.core.text import Unencodable, byte_length, cut, normalise, prepare
 
 KST = ZoneInfo("Asia/Seoul")
 KOREA = "82"
@@ -357,7 +357,7 @@ def decide(
 ) -> Decision:
     """Apply the decision order of §5.1 to one well-formed failure event."""
     stamp = timestamp(now)
-    fid = f"{event.requestId}:{event.recipientSeq}"
+    fid = event.fallback_id
 
     def stop(reason: Reason) -> Decision:
         status = Status.SKIPPED if reason in SKIP_REASONS else Status.REJECTED

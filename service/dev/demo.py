@@ -1,4 +1,4 @@
-"""`make run`: the whole service on a laptop in one command.
+"""`make run`'s demo: the whole service on a laptop in one command (development only).
 
 Starts the embedded broker unless FALLBACK_KAFKA_BOOTSTRAP_SERVERS is set, creates the topics,
 seeds example channels and sender numbers, runs `fallback-service run`, publishes sample
@@ -21,9 +21,10 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.broker import EmbeddedBroker, free_port, start_broker
 from service.config import Settings, load_settings
-from service.kafka import create_contract_topics
+from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
+from service.dev.broker import EmbeddedBroker, free_port, start_broker
+from service.kafka import client_options, create_contract_topics
 from service.logs import mask_number
 
 CHANNELS: dict[str, dict[str, Any] | None] = {
@@ -87,7 +88,7 @@ SAMPLES: list[tuple[str, bytes]] = [
 
 
 async def _publish(settings: Settings, topic: str, records: list[tuple[str, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings.kafka()), acks="all")
     await producer.start()
     try:
         for key, value in records:
@@ -99,10 +100,7 @@ async def _publish(settings: Settings, topic: str, records: list[tuple[str, byte
 def _describe(topic: str, settings: Settings, value: bytes | None, headers: Any) -> str:
     if topic == settings.dlq_topic:
         h = dict(headers)
-        return (
-            f"DEAD-LETTER {h['x-fallback-error'].decode()}: "
-            f"{h['x-fallback-error-detail'].decode()[:70]}"
-        )
+        return f"DEAD-LETTER {h[DLQ_ERROR].decode()}: {h[DLQ_ERROR_DETAIL].decode()[:70]}"
     data = orjson.loads(value or b"{}")
     if topic == settings.output_topic:
         body = data["body"].replace("\n", " / ")
@@ -119,7 +117,7 @@ async def _watch(settings: Settings, stop: asyncio.Event) -> None:
     topics = [settings.events_topic, settings.output_topic, settings.dlq_topic]
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings.kafka()),
         group_id=None,
         auto_offset_reset="earliest",
     )
@@ -145,6 +143,7 @@ async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 async def demo() -> int:
+    """Run the demo until Ctrl-C; 0 after a clean stop."""
     embedded: EmbeddedBroker | None = None
     env = dict(os.environ)
     if not env.get("FALLBACK_KAFKA_BOOTSTRAP_SERVERS"):
@@ -205,6 +204,7 @@ async def demo() -> int:
 
 
 def main() -> int:
+    """Entry point of `make run`."""
     return asyncio.run(demo())
 
 

@@ -1,0 +1,125 @@
+"""The composition root: `build_service` wires settings, adapters and the core into a service.
+
+Every part with I/O (sink, writer, tables, clock) can be passed in instead, which is how tests
+build the service on fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+
+from service.app import FallbackService, Tables
+from service.config import Settings
+from service.kafka import client_options, faststream_security, make_producer
+from service.metrics import Metrics
+from service.observe import Observer
+from service.processor import Processor
+from service.sinks import Sink
+from service.sinks.kafka import KafkaSink
+from service.tables import RequestedFallbacks, Table, decode_channel, decode_sender_number
+from service.writer import AcknowledgedWriter, Writer
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_tables(settings: Settings, options: dict[str, object], metrics: Metrics) -> Tables:
+    """The three tables followed from compacted topics, reporting to `metrics`."""
+
+    def invalid(table: str, detail: str) -> None:
+        metrics.table_invalid.labels(table).inc()
+
+    def size(table: str, entries: int) -> None:
+        metrics.table_entries.labels(table).set(entries)
+
+    return Tables(
+        channels=Table(
+            "channels",
+            settings.channel_settings_topic,
+            decode_channel,
+            options,
+            on_invalid=invalid,
+            on_change=size,
+        ),
+        sender_numbers=Table(
+            "sender_numbers",
+            settings.sender_numbers_topic,
+            decode_sender_number,
+            options,
+            on_invalid=invalid,
+            on_change=size,
+        ),
+        requested=RequestedFallbacks(
+            settings.dedupe_topic_name,
+            options,
+            retention_seconds=settings.dedupe_retention_days * 86400,
+        ),
+    )
+
+
+def build_broker(settings: Settings, options: dict[str, object], metrics: Metrics) -> KafkaBroker:
+    """The FastStream broker that runs the consumer, with the service's security and metrics."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.kafka_client_id,
+        security=faststream_security(settings.kafka(), options),
+        graceful_timeout=settings.shutdown_timeout_seconds,
+        middlewares=(KafkaPrometheusMiddleware(registry=metrics.registry),),
+        logger=logging.getLogger("fallback.faststream"),
+        # FastStream logs two lines per message at INFO: keep them out of the service's INFO.
+        log_level=logging.DEBUG,
+        apply_types=False,
+        allow_auto_create_topics=False,
+    )
+
+
+def build_service(
+    settings: Settings,
+    *,
+    sink: Sink | None = None,
+    writer: Writer | None = None,
+    tables: Tables | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> FallbackService:
+    """One service instance from `settings`; anything passed in replaces the real adapter."""
+    metrics = Metrics()
+    options = client_options(settings.kafka())
+    stopping = asyncio.Event()
+    if writer is None:
+        writer = AcknowledgedWriter(
+            make_producer(settings, options),
+            stopping=stopping,
+            on_publish_error=metrics.publish_errors.inc,
+            on_commit_refused=metrics.commit_failures.inc,
+        )
+    if sink is None:
+        sink = KafkaSink(writer, settings.output_topic)
+    if tables is None:
+        tables = build_tables(settings, options, metrics)
+    processor = Processor(
+        policy=settings.policy(),
+        events_topic=settings.events_topic,
+        dlq_topic=settings.dlq_topic,
+        channels=tables.channels.entries,
+        sender_numbers=tables.sender_numbers.entries,
+        requested=tables.requested,
+        sink=sink,
+        writer=writer,
+        observer=Observer(metrics, log_outcomes=settings.log_outcomes),
+        clock=clock,
+    )
+    return FallbackService(
+        settings,
+        broker=build_broker(settings, options, metrics),
+        processor=processor,
+        tables=tables,
+        metrics=metrics,
+        stopping=stopping,
+    )

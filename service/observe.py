@@ -1,0 +1,102 @@
+"""Metrics and outcome logs for what was written and committed, never for what was only planned.
+
+`Processor` calls `Observer.observe` after a batch's writes are acknowledged and its offsets
+committed, so a batch that is rewound or abandoned is counted when it is finally done, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+
+from service.core.models import Outcome
+from service.core.rules import Decision
+from service.logs import mask_number
+from service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from service.processor import Batch
+
+outcome_log = logging.getLogger("fallback.outcomes")
+dlq_log = logging.getLogger("fallback.processor")
+
+
+class Observer:
+    """Counts outcomes, messages and dead letters, and logs one line per outcome."""
+
+    def __init__(self, metrics: Metrics, *, log_outcomes: bool) -> None:
+        self.metrics = metrics
+        self.log_outcomes = log_outcomes
+        self._outcome_counters: dict[tuple[str, str], Counter] = {}
+
+    def observe(self, batch: Batch, records: int, elapsed: float) -> None:
+        """Record one committed batch of `records` input records that took `elapsed` seconds."""
+        metrics = self.metrics
+        log_them = self.log_outcomes and outcome_log.isEnabledFor(logging.INFO)
+        for decision in batch.decisions:
+            self._count(decision.outcome)
+            request = decision.request
+            if request is not None:
+                metrics.messages.labels(request.type.value).inc()
+                if request.truncated:
+                    metrics.truncations.inc()
+                if request.replacedChars:
+                    metrics.replaced_chars.inc(request.replacedChars)
+            if log_them:
+                _log_outcome(decision)
+        for settled in batch.settled:
+            self._count(settled)
+        for record, malformed in batch.malformed:
+            metrics.dead_letters.labels(malformed.error.value).inc()
+            dlq_log.warning(
+                "dead-lettered %s[%d]@%d: %s: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                malformed.error.value,
+                malformed.detail,
+            )
+        metrics.batch_size.observe(records)
+        processing = metrics.processing
+        for _ in range(records):
+            processing.observe(elapsed)
+
+    def _count(self, outcome: Outcome) -> None:
+        reason = outcome.reason.value if outcome.reason else ""
+        counter = self._outcome_counters.get((outcome.status, reason))
+        if counter is None:
+            counter = self.metrics.outcomes.labels(outcome.status.value, reason)
+            self._outcome_counters[(outcome.status, reason)] = counter
+        counter.inc()
+
+
+def _log_outcome(decision: Decision) -> None:
+    outcome = decision.outcome
+    request = decision.request
+    fields: dict[str, object] = {
+        "fallbackId": outcome.fallbackId,
+        "status": outcome.status.value,
+        "reason": outcome.reason.value if outcome.reason else None,
+    }
+    if request is not None:
+        masked = mask_number(request.recipientNo)
+        fields.update(type=request.type.value, bodyBytes=request.bodyBytes, recipientNo=masked)
+        outcome_log.info(
+            "%s %s %s %dB to %s",
+            outcome.fallbackId,
+            outcome.status.value,
+            request.type.value,
+            request.bodyBytes,
+            masked,
+            extra={"fields": fields},
+        )
+    else:
+        outcome_log.info(
+            "%s %s %s",
+            outcome.fallbackId,
+            outcome.status.value,
+            fields["reason"] or "",
+            extra={"fields": fields},
+        )

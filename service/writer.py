@@ -1,0 +1,158 @@
+"""The Kafka writer seam: acknowledged writes and the commit of input offsets (contract §9).
+
+`Processor` only knows the `Writer` protocol. `AcknowledgedWriter` is the at-least-once writer:
+each `write` is acknowledged (acks=all) before it returns, then `commit` commits the input
+offsets. A transactional writer (exactly-once) implements the same three calls with one
+transaction per input partition; `Write.source` says which input partition caused each record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+log = logging.getLogger("fallback.writer")
+
+
+class Stopping(Exception):
+    """The service is stopping while a batch could not be written; it stays uncommitted."""
+
+
+@dataclass(slots=True)
+class Write:
+    """One record to produce, and the input partition that caused it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    source: TopicPartition | None = None
+
+
+class Writer(Protocol):
+    """How the processor's outputs and input offsets reach Kafka."""
+
+    async def start(self) -> None:
+        """Connect; retried by the caller until the broker answers."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    def attach(self, consumer: Any) -> None:
+        """The group consumer whose offsets `commit` commits, once it runs."""
+        ...
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Produce `writes` in order; return once every one is acknowledged.
+
+        Raises `Stopping` when the service stops before they could be written.
+        """
+        ...
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Make the batch final: commit the next input offset of each partition."""
+        ...
+
+    async def abandon(self) -> None:
+        """Forget a batch that will be read again (rewound, or stopping)."""
+        ...
+
+
+class AcknowledgedWriter:
+    """At-least-once: acknowledged writes, then an explicit offset commit by the consumer."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        stopping: asyncio.Event,
+        on_publish_error: Callable[[], None] = lambda: None,
+        on_commit_refused: Callable[[], None] = lambda: None,
+        max_delay: float = 5.0,
+    ) -> None:
+        self.producer = producer
+        self.stopping = stopping
+        self.consumer: Any = None  # the group consumer, attached once it runs
+        self._on_publish_error = on_publish_error
+        self._on_commit_refused = on_commit_refused
+        self._max_delay = max_delay
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    def attach(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Send everything at once, wait for every ack, and retry from the first failure.
+
+        Resending from the first failed write (not only the failed ones) keeps each output
+        partition in input order; what is sent twice carries the same key and idempotency key.
+        """
+        pending = list(writes)
+        delay = 0.2
+        while pending:
+            failed_at, error = await self._send_all(pending)
+            if failed_at == len(pending):
+                return
+            self._on_publish_error()
+            log.error(
+                "writing %d records failed at %s (%s); retrying in %.1fs",
+                len(pending) - failed_at,
+                pending[failed_at].topic,
+                error,
+                delay,
+            )
+            pending = pending[failed_at:]
+            if self.stopping.is_set():
+                raise Stopping("stopping with unwritten outputs; the batch stays uncommitted")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(delay * 2, self._max_delay)
+
+    async def _send_all(self, writes: list[Write]) -> tuple[int, BaseException | None]:
+        """Index of the first write that failed (len(writes) when none did), and its error."""
+        futures: list[asyncio.Future[Any]] = []
+        failed_at = len(writes)
+        first_error: BaseException | None = None
+        for index, w in enumerate(writes):
+            try:
+                futures.append(
+                    await self.producer.send(w.topic, w.value, key=w.key, headers=w.headers)
+                )
+            except Exception as exc:  # a send refused at once counts like a failed ack
+                failed_at, first_error = index, exc
+                break
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for index, result in enumerate(results):
+            if isinstance(result, BaseException):
+                if index < failed_at:
+                    failed_at, first_error = index, result
+                break
+        return failed_at, first_error
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        consumer = self.consumer
+        if consumer is None or not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved: the outputs stand, and the new owner reads these records
+            # again and skips the fallbacks already requested.
+            self._on_commit_refused()
+            log.warning("commit refused, records will be processed again: %s", exc)
+
+    async def abandon(self) -> None:
+        # Acknowledged writes cannot be taken back; the re-read is covered by the dedupe state.
+        return None
