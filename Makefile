@@ -21,7 +21,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
-	$(BIN)/mypy service
+	$(BIN)/mypy service tests bench
+
+# The tests that need no broker: seconds, for the edit-test loop.
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not broker"
 
 test: lint
 	$(BIN)/pytest

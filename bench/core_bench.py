@@ -9,7 +9,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -32,7 +34,7 @@ def _mix(n: int, rng: random.Random) -> list[bytes]:
         "[마이쇼핑] 회원 등급 변경 안내\n\n안녕하세요 홍길동 고객님.\n"
         + "이번 달 구매 실적에 따라 회원 등급이 골드로 변경되었습니다. 혜택을 확인하세요. " * 14
     )
-    kinds = [
+    kinds: list[tuple[int, Callable[[int], str], dict[str, Any]]] = [
         (30, lambda i: f"[마이브랜드] 인증번호 {i % 1000000:06d} 를 입력해 주세요.", {}),
         (25, lambda i: notice[: 40 + i % 8], {}),  # around the 90-byte edge
         (15, lambda i: long_body, {}),  # LMS

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.app import FallbackService
+from service.compose import build_service
 from service.dev.broker import start_broker
 from tests.factories import event_dict
 from tests.kafka_helpers import Topics, create_topics, seed
@@ -81,7 +81,7 @@ async def bare_loop(bootstrap: str, topics: Topics) -> float:
 
 async def service_run(bootstrap: str, topics: Topics) -> float:
     settings = topics.settings(bootstrap, log_outcomes=False, batch_max_records=1000)
-    service = FallbackService(settings)
+    service = build_service(settings)
     await service.start()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=settings.group_id, enable_auto_commit=False
@@ -90,7 +90,7 @@ async def service_run(bootstrap: str, topics: Topics) -> float:
     tps = [TopicPartition(topics.input, p) for p in range(3)]
     started = None
     while True:
-        handled = service.metrics.batch_size._sum.get()
+        handled = service.metrics.registry.get_sample_value("fallback_batch_records_sum") or 0
         if handled and started is None:
             started = time.monotonic() - 0.0
         if handled >= COUNT:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from aiokafka import ConsumerRecord
+
 from service.core.models import ChannelSettings, FailureEvent, SenderNumberStatus
 
 SENDER_KEY = "sk-mybrand"
@@ -46,3 +49,29 @@ REGISTRY = {
     "0317770000": SenderNumberStatus.BLOCKED,
     "15880000": SenderNumberStatus.ACTIVE,
 }
+
+
+def record(
+    value: bytes | dict[str, Any] | None,
+    *,
+    offset: int = 0,
+    partition: int = 0,
+    topic: str = "in",
+    key: bytes | None = None,
+    headers: tuple[tuple[str, bytes], ...] = (),
+) -> ConsumerRecord[bytes, bytes]:
+    """An input record as aiokafka hands it over; dict values are JSON-encoded."""
+    raw = orjson.dumps(value) if isinstance(value, dict) else value
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=raw,
+        checksum=None,
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(raw or b""),
+        headers=headers,
+    )

@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from service.app import FallbackService
 from service.compose import build_service
-from service.core.models import MAX_EVENT_BYTES
+from service.core.models import MAX_EVENT_BYTES, ChannelSettings
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
 from tests.kafka_helpers import (
     Topics,
@@ -136,7 +136,9 @@ async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics)
     await create_topics(bootstrap, topics, partitions=1)
     await seed(bootstrap, topics, enabled=False)
     async with running(topics.settings(bootstrap)) as service:
-        channel = lambda: service.channels.get(SENDER_KEY)  # noqa: E731
+
+        def channel() -> ChannelSettings | None:
+            return service.channels.get(SENDER_KEY)
 
         async def step(seq: int) -> dict[str, object]:
             await put(bootstrap, topics.input, [(None, event_dict(recipientSeq=seq))])
@@ -239,7 +241,7 @@ async def test_a_failing_batch_is_read_again_not_lost(
     from service.processor import Batch, Processor
 
     real = Processor.convert
-    failures = []
+    failures: list[int] = []
 
     def flaky(self: Processor, records: Sequence[ConsumerRecord], now: datetime) -> Batch:
         if not failures:

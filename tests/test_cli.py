@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,57 @@ def test_console_script_reads_stdin() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "body bytes: 11" in done.stdout
+
+
+def test_preview_refuses_what_the_service_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    # A 070 number is no opt-out number: the service says unsubscribe_number_invalid, and so
+    # must the preview (it used to accept it).
+    code, out = preview(capsys, "--ad", "--unsubscribe-no", "070-1234-5678", "특가")
+    assert code == 1
+    assert out.startswith("REJECTED unsubscribe_number_invalid")
+    code, out = preview(capsys, "--international", "--type", "LMS", "hello")
+    assert (code, out.strip()) == (1, "REJECTED international_lms_unsupported")
+    code, out = preview(capsys, " \n ")
+    assert (code, out.strip()) == (1, "REJECTED empty_body")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fields"),
+    [
+        (["가" * 50], {"content": "가" * 50}),
+        (["--type", "SMS", "가" * 60], {"content": "가" * 60, "resendType": "SMS"}),
+        (
+            ["--ad", "--unsubscribe-no", "080-123-4567", "주말 특가 " * 20],
+            {"content": "주말 특가 " * 20, "isAd": True},
+        ),
+    ],
+)
+def test_preview_shows_the_body_the_service_sends(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fields: dict[str, Any]
+) -> None:
+    from service.core.rules import Policy, decide
+    from tests.factories import NOON_KST, REGISTRY, UNSUBSCRIBE_NO, channel, event
+
+    resend = {"resendType": fields.pop("resendType")} if "resendType" in fields else {}
+    decision = decide(
+        event(**fields, resendParameter=resend),
+        channel(unsubscribeNo=UNSUBSCRIBE_NO),
+        REGISTRY,
+        already_requested=False,
+        now=NOON_KST,
+        policy=Policy(),
+    )
+    assert decision.request is not None
+    code, out = preview(capsys, *argv)
+    assert code == 0
+    shown = out.split("----- as recipients will get it -----\n")[1].rsplit("\n-----", 1)[0]
+    assert shown == decision.request.body
+    assert f"body bytes: {decision.request.bodyBytes}" in out
+
+
+def test_preview_of_a_text_the_service_would_dead_letter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = preview(capsys, "가" * 4001)
+    assert code == 1
+    assert out.startswith("REJECTED invalid_event: content:")

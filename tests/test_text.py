@@ -240,9 +240,10 @@ def test_prepare_fast_path_edges(raw: str) -> None:
 def reference_carry(text: str, policy: Unencodable) -> PreparedText:
     """§5.2 step 3 word for word: every grapheme cluster on its own."""
     out, unencodable = [], []
+    after_nfc: dict[str, str | int | None] = dict(CP949_AFTER_NFC)
     for cluster in regex.findall(r"\X", text):
         kept = regex.sub("[\ufe00-\ufe0f\u200c\u200d]", "", cluster)
-        kept = unicodedata.normalize("NFC", kept).translate(str.maketrans(CP949_AFTER_NFC))
+        kept = unicodedata.normalize("NFC", kept).translate(str.maketrans(after_nfc))
         try:
             kept.encode("cp949")
         except UnicodeEncodeError:

@@ -1,0 +1,92 @@
+"""Test doubles for the shell's seams: a recording writer, a dedupe state, a scripted producer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from service.tables import RequestedFallbacks
+from service.writer import Write
+
+
+class RecordingWriter:
+    """Keeps every acknowledged step and commit, in order; can fail a chosen step once."""
+
+    def __init__(self, *, fail_step: int | None = None) -> None:
+        self.steps: list[list[Write]] = []
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.abandoned = 0
+        self.started = False
+        self.consumer: Any = None
+        self._fail_step = fail_step
+        self._calls = 0
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+
+    def attach(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        self._calls += 1
+        if self._fail_step == self._calls:
+            raise RuntimeError("injected write failure")
+        self.steps.append(list(writes))
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    async def abandon(self) -> None:
+        self.abandoned += 1
+
+    def topics(self) -> list[set[str]]:
+        """The topics written at each step."""
+        return [{w.topic for w in step} for step in self.steps]
+
+
+class MemoryDedupe(RequestedFallbacks):
+    """The real dedupe state with its changelog reader left out (nothing to catch up)."""
+
+    def __init__(self, topic: str = "dedupe", retention_seconds: float = 7 * 86400) -> None:
+        super().__init__(topic, {}, retention_seconds=retention_seconds)
+        self.catch_ups = 0
+
+    async def catch_up(self) -> None:
+        self.catch_ups += 1
+
+
+@dataclass
+class ScriptedProducer:
+    """An aiokafka-like producer: `send` returns a future that fails as scripted.
+
+    `outcomes` is consumed one entry per send: None acknowledges it, an exception fails its
+    future, ("refuse", exc) makes `send` itself raise.
+    """
+
+    outcomes: list[Any] = field(default_factory=list)
+    sent: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[None]:
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if isinstance(outcome, tuple) and outcome[0] == "refuse":
+            raise outcome[1]
+        self.sent.append((topic, key))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(None)
+        return future

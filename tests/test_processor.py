@@ -1,0 +1,182 @@
+"""The processor on fakes (list sink, recording writer, memory dedupe): steps and observation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import pytest
+
+from service.core.rules import Policy
+from service.core.settle import ProviderAnswer
+from service.metrics import Metrics
+from service.observe import Observer
+from service.processor import Processor
+from service.sinks import Delivery
+from service.sinks.kafka import KafkaSink
+from service.sinks.memory import ListSink
+from service.writer import Write
+from tests.factories import NOON_KST, REGISTRY, SENDER_KEY, channel, event_dict, record
+from tests.fakes import MemoryDedupe, RecordingWriter
+
+
+def build(
+    sink: ListSink | None = None, writer: RecordingWriter | None = None
+) -> tuple[Processor, ListSink, RecordingWriter, Metrics]:
+    metrics = Metrics()
+    sink = sink or ListSink()
+    writer = writer or RecordingWriter()
+    processor = Processor(
+        policy=Policy(quiet_hours=None),
+        events_topic="events",
+        dlq_topic="dlq",
+        channels={SENDER_KEY: channel()},
+        sender_numbers=REGISTRY,
+        requested=MemoryDedupe(),
+        sink=sink,
+        writer=writer,
+        observer=Observer(metrics, log_outcomes=False),
+        clock=lambda: NOON_KST,
+    )
+    return processor, sink, writer, metrics
+
+
+def count(metrics: Metrics, status: str, reason: str = "") -> float:
+    value = metrics.registry.get_sample_value(
+        "fallback_outcomes_total", {"status": status, "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_steps_in_order_requests_markers_outcomes_commit() -> None:
+    processor, sink, writer, metrics = build()
+    records = [
+        record(event_dict(recipientSeq=1), offset=0),
+        record(b"junk", offset=1),
+        record(event_dict(recipientSeq=2, senderKey="nope"), offset=2),
+        record(event_dict(recipientSeq=3), offset=3, partition=1),
+    ]
+    await processor.process(records)
+    assert [d.request.fallbackId for d in sink.delivered] == ["R1:1", "R1:3"]
+    assert [d.source.partition for d in sink.delivered] == [0, 1]
+    # Dead letters beside the requests, then markers, then outcomes; then the commit.
+    assert writer.topics() == [{"dlq"}, {"dedupe"}, {"events"}]
+    assert [w.key for w in writer.steps[1]] == [b"R1:1", b"R1:3"]
+    assert [orjson.loads(w.value or b"")["status"] for w in writer.steps[2]] == [
+        "REQUESTED",
+        "SKIPPED",
+        "REQUESTED",
+    ]
+    assert writer.commits == [{("in", 0): 3, ("in", 1): 4}]
+    assert "R1:1" in processor.requested and "R1:2" not in processor.requested
+    assert count(metrics, "REQUESTED") == 2
+
+
+async def test_without_requests_dead_letters_and_outcomes_go_in_one_step() -> None:
+    processor, sink, writer, _ = build()
+    await processor.process([record(b"[1]"), record(event_dict(senderKey="nope"), offset=1)])
+    assert sink.delivered == []
+    assert writer.topics() == [{"dlq", "events"}]
+    assert writer.commits == [{("in", 0): 2}]
+
+
+async def test_kafka_sink_publishes_through_the_writer() -> None:
+    writer = RecordingWriter()
+    sink = KafkaSink(writer, "sms")
+    processor, _, _, _ = build(writer=writer)
+    processor.sink = sink
+    await processor.process([record(event_dict())])
+    request = writer.steps[0][0]
+    assert (request.topic, request.key) == ("sms", b"R1:1")
+    assert request.headers == [("idempotency-key", b"R1:1")]
+    assert writer.topics() == [{"sms"}, {"dedupe"}, {"events"}]
+
+
+async def test_a_failed_batch_is_observed_once_when_it_finally_succeeds() -> None:
+    # The markers' write fails once: the request was handed over, nothing was committed.
+    processor, sink, writer, metrics = build(writer=RecordingWriter(fail_step=1))
+    records = [record(event_dict())]
+    with pytest.raises(RuntimeError):
+        await processor.process(records)
+    assert count(metrics, "REQUESTED") == 0  # handed over in part, never committed: not counted
+    assert metrics.registry.get_sample_value("fallback_messages_total", {"type": "SMS"}) is None
+    assert writer.commits == []
+    await processor.process(records)  # read again after the rewind
+    assert len(sink.delivered) == 2  # the in-flight repeat, with the same idempotency key
+    assert count(metrics, "REQUESTED") == 1
+    assert metrics.registry.get_sample_value("fallback_messages_total", {"type": "SMS"}) == 1
+    assert metrics.registry.get_sample_value("fallback_batch_records_count") == 1
+
+
+def _answer(delivery: Delivery) -> ProviderAnswer:
+    seq = delivery.request.origin.recipientSeq
+    if seq == 1:
+        return ProviderAnswer("nhn", True, "20261125-1", 0, "SUCCESS")
+    return ProviderAnswer("nhn", False, None, -2019, "RecipientNo is invalid.")
+
+
+async def test_a_delivering_sink_settles_after_each_requested_outcome() -> None:
+    processor, _, writer, metrics = build(sink=ListSink(_answer))
+    await processor.process(
+        [record(event_dict(recipientSeq=1)), record(event_dict(recipientSeq=2))]
+    )
+    outcomes = [orjson.loads(w.value or b"") for w in writer.steps[-1]]
+    assert [(o["fallbackId"], o["status"], o["reason"]) for o in outcomes] == [
+        ("R1:1", "REQUESTED", None),
+        ("R1:1", "SENT", None),
+        ("R1:2", "REQUESTED", None),
+        ("R1:2", "FAILED", "provider_rejected"),
+    ]
+    assert outcomes[1]["provider"] == {
+        "name": "nhn",
+        "requestId": "20261125-1",
+        "resultCode": 0,
+        "resultMessage": "SUCCESS",
+        "attempts": 1,
+    }
+    # Only the SENT one counts as requested: a FAILED one may be re-published after a fix.
+    assert [w.key for w in writer.steps[0]] == [b"R1:1"]
+    assert "R1:2" not in processor.requested
+    assert count(metrics, "SENT") == 1 and count(metrics, "FAILED", "provider_rejected") == 1
+
+
+def test_convert_does_no_io_and_counts_nothing() -> None:
+    processor, sink, writer, metrics = build()
+    batch = processor.convert([record(event_dict()), record(b"x", offset=1)], NOON_KST)
+    assert len(batch.deliveries) == 1 and len(batch.dead_letters) == 1
+    assert sink.delivered == [] and writer.steps == []
+    assert count(metrics, "REQUESTED") == 0
+
+
+def test_dead_letter_headers_replace_forged_ones() -> None:
+    processor, _, _, _ = build()
+    forged = (
+        ("x-fallback-error", b"forged"),
+        ("x-original-offset", b"999999"),
+        ("trace", b"t-1"),
+    )
+    batch = processor.convert([record(b"{", offset=7, headers=forged)], NOON_KST)
+    letter: Write = batch.dead_letters[0]
+    names = [k for k, _ in letter.headers]
+    assert len(names) == len(set(names))
+    headers = dict(letter.headers)
+    assert headers["x-fallback-error"] == b"invalid_json"
+    assert headers["x-original-offset"] == b"7"
+    assert headers["trace"] == b"t-1"
+
+
+async def test_dedupe_is_caught_up_before_each_batch() -> None:
+    processor, _, _, _ = build()
+    dedupe = processor.requested
+    assert isinstance(dedupe, MemoryDedupe)
+    await processor.process([record(event_dict())])
+    await processor.process([record(event_dict(), offset=1)])
+    assert dedupe.catch_ups == 2
+
+
+def test_clock_is_injected() -> None:
+    moments = [datetime(2026, 11, 25, 3, 0, tzinfo=NOON_KST.tzinfo)]
+    processor, _, _, _ = build()
+    processor.clock = lambda: moments[0]
+    batch = processor.convert([record(event_dict())], processor.clock())
+    assert batch.decisions[0].outcome.processedAt.startswith("2026-11-25T12:00:00")

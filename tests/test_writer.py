@@ -1,0 +1,110 @@
+"""The at-least-once writer on a scripted producer: retry order, stop path, commit refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError
+
+from service.writer import AcknowledgedWriter, Stopping, Write
+from tests.fakes import ScriptedProducer
+
+
+def writes(n: int) -> list[Write]:
+    return [Write("t", f"k{i}".encode(), b"v") for i in range(n)]
+
+
+class CountingWriter(AcknowledgedWriter):
+    """The real writer, counting the publish errors it reports."""
+
+    def __init__(self, producer: ScriptedProducer, stopping: asyncio.Event | None = None) -> None:
+        self.errors: list[int] = []
+        super().__init__(
+            producer,
+            stopping=stopping or asyncio.Event(),
+            on_publish_error=lambda: self.errors.append(1),
+            max_delay=0.01,
+        )
+
+
+def writer(producer: ScriptedProducer, stopping: asyncio.Event | None = None) -> CountingWriter:
+    return CountingWriter(producer, stopping)
+
+
+async def test_all_acknowledged_in_one_round() -> None:
+    producer = ScriptedProducer()
+    w = writer(producer)
+    await w.write(writes(3))
+    assert [k for _, k in producer.sent] == [b"k0", b"k1", b"k2"]
+    assert w.errors == []
+
+
+async def test_retries_from_the_first_failed_ack_in_order() -> None:
+    # k1's ack fails; k2's succeeds, but it is sent again after k1 to keep partition order.
+    producer = ScriptedProducer([None, KafkaTimeoutError(), None])
+    w = writer(producer)
+    await w.write(writes(3))
+    assert [k for _, k in producer.sent] == [b"k0", b"k1", b"k2", b"k1", b"k2"]
+    assert w.errors == [1]
+
+
+async def test_a_send_refused_at_once_is_retried_from_there() -> None:
+    producer = ScriptedProducer([None, ("refuse", KafkaTimeoutError()), None, None])
+    w = writer(producer)
+    await w.write(writes(3))
+    # k1 was refused before a future existed, so k2 was not sent in the first round.
+    assert [k for _, k in producer.sent] == [b"k0", b"k1", b"k2"]
+    assert w.errors == [1]
+
+
+async def test_keeps_retrying_with_backoff_until_it_succeeds() -> None:
+    producer = ScriptedProducer([KafkaTimeoutError()] * 4)
+    w = writer(producer)
+    await w.write(writes(1))
+    assert len(producer.sent) == 5
+    assert w.errors == [1, 1, 1, 1]
+
+
+async def test_stop_path_leaves_the_batch_unwritten() -> None:
+    stopping = asyncio.Event()
+    producer = ScriptedProducer([KafkaTimeoutError()] * 100)
+    w = writer(producer, stopping)
+    task = asyncio.create_task(w.write(writes(2)))
+    await asyncio.sleep(0.05)
+    stopping.set()
+    with pytest.raises(Stopping):
+        await asyncio.wait_for(task, 2)
+
+
+class _Consumer:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.committed: list[dict[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.error:
+            raise self.error
+        self.committed.append(offsets)
+
+
+async def test_commit_goes_to_the_attached_consumer() -> None:
+    w = writer(ScriptedProducer())
+    consumer = _Consumer()
+    await w.commit({TopicPartition("in", 0): 5})  # not attached yet: nothing to commit to
+    w.attach(consumer)
+    await w.commit({TopicPartition("in", 0): 5})
+    assert consumer.committed == [{TopicPartition("in", 0): 5}]
+
+
+async def test_commit_refused_by_a_rebalance_is_counted_not_raised() -> None:
+    refused: list[int] = []
+    w = AcknowledgedWriter(
+        ScriptedProducer(),
+        stopping=asyncio.Event(),
+        on_commit_refused=lambda: refused.append(1),
+    )
+    w.attach(_Consumer(CommitFailedError("rebalanced")))
+    await w.commit({TopicPartition("in", 0): 5})
+    assert refused == [1]
