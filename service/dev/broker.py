@@ -56,6 +56,8 @@ def start_broker(port: int | None = None, timeout: float = 15.0) -> EmbeddedBrok
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Its own session: a Ctrl-C meant for the demo must not stop the broker under the service.
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

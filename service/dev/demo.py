@@ -176,7 +176,10 @@ async def demo() -> int:
         print("seeded channels sk-mybrand (enabled), sk-paused (disabled) and sender numbers")
         binary = Path(sys.executable).with_name("fallback-service")
         # Popen returns at once; the service runs beside this loop until it is stopped.
-        process = subprocess.Popen([str(binary), "run"], env=env)  # noqa: ASYNC220
+        # Its own session, so that Ctrl-C reaches only the demo, which then stops it first.
+        process = subprocess.Popen(  # noqa: ASYNC220
+            [str(binary), "run"], env=env, start_new_session=True
+        )
         await _wait_ready(settings.http_port, process)
         print(f"service ready: http://127.0.0.1:{settings.http_port}/metrics")
         watcher = asyncio.create_task(_watch(settings, stop))
