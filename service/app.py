@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +20,14 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 
-from service.config import Settings
+from service.config import ConfigError, ProcessingGuarantee, Settings
 from service.core.models import ChannelSettings, SenderNumberStatus
 from service.http import make_http_app
 from service.kafka import ensure_topic, partition_count
 from service.metrics import Metrics
 from service.processor import Processor
 from service.tables import RequestedFallbacks, Table
+from service.transactional import PartitionsNotCommitted
 from service.writer import Stopping
 
 log = logging.getLogger("fallback.service")
@@ -57,17 +58,21 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        service = self.service
         # aiokafka fetches for a new assignment before on_partitions_assigned has finished:
         # close the gate now, so no batch is handled until the changelog is caught up.
-        self.service.restored.clear()
+        service.restored.clear()
         # The batch in flight writes its markers and commits before another member takes over.
-        async with self.service.batch_lock:
-            pass
+        async with service.batch_lock:
+            await service.writer.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        service = self.service
+        # Exactly-once: fence the previous owners first, then read where they committed.
+        service.floors = await service.writer.assigned(assigned)
         # Whatever the previous owner requested is in the changelog by now: read up to it.
-        await self.service.tables.requested.catch_up()
-        self.service.restored.set()
+        await service.tables.requested.catch_up()
+        service.restored.set()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
@@ -94,6 +99,8 @@ class FallbackService:
         self.stopping = stopping
         self.batch_lock = asyncio.Lock()
         self.restored = asyncio.Event()  # open while the changelog is caught up for the assignment
+        # Per partition, the offset below which fetched records belong to a previous owner.
+        self.floors: dict[TopicPartition, int] = {}
         self.consuming = False
         self.subscriber = broker.subscriber(
             settings.input_topic,
@@ -107,6 +114,11 @@ class FallbackService:
             decoder=_raw_records,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            isolation_level=(
+                "read_committed"
+                if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+                else "read_uncommitted"
+            ),
         )
         self.subscriber(self._handle)
         self.http_app = make_http_app(self.readiness, metrics.registry)
@@ -132,6 +144,30 @@ class FallbackService:
             return "consumer not running"
         return None
 
+    def _owned(self, records: Sequence[Any]) -> Sequence[Any]:
+        """The records of `records` this instance still owns and has not handled yet.
+
+        A batch fetched before a rebalance can hold records of partitions now owned by another
+        member, or (exactly-once) below the offset the previous owner committed.
+        """
+        consumer = self.subscriber.consumer
+        if consumer is None:
+            return records
+        assignment = consumer.assignment()
+        floors = self.floors
+        firsts: dict[tuple[str, int], int] = {}
+        for r in records:
+            firsts.setdefault((r.topic, r.partition), r.offset)
+        if all(tp in assignment and off >= floors.get(tp, 0) for tp, off in firsts.items()):
+            return records  # the usual case: nothing to drop
+        kept = [
+            r
+            for r in records
+            if (tp := (r.topic, r.partition)) in assignment and r.offset >= floors.get(tp, 0)
+        ]
+        log.info("dropped %d records fetched for another owner", len(records) - len(kept))
+        return kept
+
     async def _handle(self, records: tuple[Any, ...]) -> None:
         if not records or self.stopping.is_set():
             return  # left uncommitted: the next owner reads them again
@@ -140,25 +176,33 @@ class FallbackService:
             return
         failed = False
         async with self.batch_lock:
+            owned = self._owned(records)
+            if not owned:
+                return
             try:
-                await self.processor.process(records)
+                await self.processor.process(owned)
             except Stopping as exc:
                 log.warning("%s", exc)
                 await self.writer.abandon()
                 return
+            except PartitionsNotCommitted as exc:
+                log.warning("%s; they will be read again", exc)
+                await self.writer.abandon()
+                self._rewind([r for r in owned if (r.topic, r.partition) in exc.failed])
+                failed = True
             except Exception:
                 # A later commit would cover these records: read them again instead of losing
                 # them. A record that fails every time stalls its partition, loudly.
                 log.exception("batch failed; it will be read again")
                 await self.writer.abandon()
-                self._rewind(records)
+                self._rewind(owned)
                 failed = True
         if failed:
             # Back off outside the lock, so that a rebalance or a stop never waits for it.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), FAILED_BATCH_BACKOFF_SECONDS)
 
-    def _rewind(self, records: tuple[Any, ...]) -> None:
+    def _rewind(self, records: Sequence[Any]) -> None:
         consumer = self.subscriber.consumer
         if consumer is None:
             return
@@ -270,6 +314,9 @@ async def serve(service: FallbackService) -> int:
     if http_task.done():
         log.error("HTTP server on port %d stopped", settings.http_port)
         code = 1
+    elif start_task.done() and isinstance(start_task.exception(), ConfigError):
+        log.error("start-up refused: %s", start_task.exception())
+        code = 2
     elif start_task.done() and start_task.exception() is not None:
         log.error("start-up failed", exc_info=start_task.exception())
         code = 1

@@ -10,12 +10,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from service.app import FallbackService, Tables
-from service.config import Settings
+from service.config import ProcessingGuarantee, Settings
 from service.kafka import client_options, faststream_security, make_producer
 from service.metrics import Metrics
 from service.observe import Observer
@@ -23,6 +24,7 @@ from service.processor import Processor
 from service.sinks import Sink
 from service.sinks.kafka import KafkaSink
 from service.tables import RequestedFallbacks, Table, decode_channel, decode_sender_number
+from service.transactional import TransactionalWriter
 from service.writer import AcknowledgedWriter, Writer
 
 
@@ -30,8 +32,9 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def build_tables(settings: Settings, options: dict[str, object], metrics: Metrics) -> Tables:
+def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) -> Tables:
     """The three tables followed from compacted topics, reporting to `metrics`."""
+    exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
 
     def invalid(table: str, detail: str) -> None:
         metrics.table_invalid.labels(table).inc()
@@ -58,13 +61,14 @@ def build_tables(settings: Settings, options: dict[str, object], metrics: Metric
         ),
         requested=RequestedFallbacks(
             settings.dedupe_topic_name,
-            options,
+            # Exactly-once: markers of aborted transactions must never count.
+            {**options, "isolation_level": "read_committed"} if exactly_once else options,
             retention_seconds=settings.dedupe_retention_days * 86400,
         ),
     )
 
 
-def build_broker(settings: Settings, options: dict[str, object], metrics: Metrics) -> KafkaBroker:
+def build_broker(settings: Settings, options: dict[str, Any], metrics: Metrics) -> KafkaBroker:
     """The FastStream broker that runs the consumer, with the service's security and metrics."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -77,6 +81,26 @@ def build_broker(settings: Settings, options: dict[str, object], metrics: Metric
         log_level=logging.DEBUG,
         apply_types=False,
         allow_auto_create_topics=False,
+    )
+
+
+def build_writer(
+    settings: Settings, options: dict[str, Any], metrics: Metrics, stopping: asyncio.Event
+) -> Writer:
+    """The writer FALLBACK_PROCESSING_GUARANTEE asks for (§9)."""
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+        return TransactionalWriter(
+            lambda transactional_id: make_producer(settings, options, transactional_id),
+            group_id=settings.group_id,
+            stopping=stopping,
+            on_publish_error=metrics.publish_errors.inc,
+            on_commit_refused=metrics.commit_failures.inc,
+        )
+    return AcknowledgedWriter(
+        make_producer(settings, options),
+        stopping=stopping,
+        on_publish_error=metrics.publish_errors.inc,
+        on_commit_refused=metrics.commit_failures.inc,
     )
 
 
@@ -93,12 +117,7 @@ def build_service(
     options = client_options(settings.kafka())
     stopping = asyncio.Event()
     if writer is None:
-        writer = AcknowledgedWriter(
-            make_producer(settings, options),
-            stopping=stopping,
-            on_publish_error=metrics.publish_errors.inc,
-            on_commit_refused=metrics.commit_failures.inc,
-        )
+        writer = build_writer(settings, options, metrics, stopping)
     if sink is None:
         sink = KafkaSink(writer, settings.output_topic)
     if tables is None:

@@ -37,6 +37,13 @@ class Sink(StrEnum):
     NHN = "nhn"
 
 
+class ProcessingGuarantee(StrEnum):
+    """FALLBACK_PROCESSING_GUARANTEE (§9): acknowledged writes then a commit, or transactions."""
+
+    AT_LEAST_ONCE = "at-least-once"
+    EXACTLY_ONCE = "exactly-once"
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -123,6 +130,11 @@ class Settings(BaseSettings):
     batch_timeout_ms: int = Field(50, ge=1, le=60_000)
     shutdown_timeout_seconds: float = Field(8.0, gt=0, le=60)
 
+    # Guarantee (§9): exactly-once needs a broker with transactions (Apache Kafka).
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    # How long the broker lets a transaction stay open before aborting it (exactly-once).
+    kafka_transaction_timeout_ms: int = Field(60_000, ge=1000, le=900_000)
+
     # Sink (§10)
     sink: Sink = Sink.KAFKA
 
@@ -133,7 +145,14 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.TEXT
     log_outcomes: bool = True
 
-    @field_validator("unencodable", "sendno_registry", "sink", "log_format", mode="before")
+    @field_validator(
+        "unencodable",
+        "sendno_registry",
+        "sink",
+        "log_format",
+        "processing_guarantee",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -76,16 +76,36 @@ def faststream_security(kafka: KafkaConnection, options: dict[str, Any]) -> Base
     )
 
 
-def make_producer(settings: Settings, options: dict[str, Any] | None = None) -> AIOKafkaProducer:
-    """The producer for every output: acks=all, so an ack means the write is durable (§9)."""
+def make_producer(
+    settings: Settings, options: dict[str, Any] | None = None, transactional_id: str | None = None
+) -> AIOKafkaProducer:
+    """A producer for the outputs: acks=all, so an ack means the write is durable (§9).
+
+    With a `transactional_id` it is transactional (idempotent, acks=all forced by aiokafka).
+    """
+    extra: dict[str, Any] = {}
+    if transactional_id is not None:
+        extra = {
+            "transactional_id": transactional_id,
+            "transaction_timeout_ms": settings.kafka_transaction_timeout_ms,
+        }
     return AIOKafkaProducer(
         **(options if options is not None else client_options(settings.kafka())),
         acks="all",
-        enable_idempotence=settings.kafka_enable_idempotence,
+        enable_idempotence=settings.kafka_enable_idempotence or transactional_id is not None,
         linger_ms=5,
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
+        **extra,
     )
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Ask the cluster for fresh metadata (a topic created a moment ago may not be known yet).
+
+    The consumer has no public call for it; its client does.
+    """
+    await consumer._client.force_metadata_update()
 
 
 @contextlib.asynccontextmanager

@@ -67,6 +67,7 @@ class Batch:
     decisions: list[Decision] = field(default_factory=list)
     malformed: list[tuple[ConsumerRecord, Malformed]] = field(default_factory=list)
     settled: list[SettledOutcome] = field(default_factory=list)
+    marked: list[str] = field(default_factory=list)  # fallbacks whose markers were written
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
@@ -158,8 +159,8 @@ class Processor:
         The steps, each acknowledged before the next: requests to the sink and dead letters;
         the "requested" markers; the outcomes; the commit of the input offsets. So a marker
         never exists for a request that was lost, and a REQUESTED outcome that anyone can see
-        always has its marker. Raises `writer.Stopping` when stopped part-way (nothing is
-        committed then).
+        always has its marker. The in-memory dedupe state learns the batch's fallbacks after
+        the commit. Raises `writer.Stopping` when stopped part-way (nothing is committed then).
         """
         started = time.monotonic()
         # Markers written by other replicas before this batch count: read up to them.
@@ -168,6 +169,8 @@ class Processor:
         batch = self.convert(records, now)
         await self._write(batch, now)
         await self.writer.commit(batch.offsets)
+        # Only now are the markers final (in exactly-once mode they were part of a transaction).
+        self.requested.remember(batch.marked, _ms(now))
         self.observer.observe(batch, len(records), time.monotonic() - started)
 
     async def _write(self, batch: Batch, now: datetime) -> None:
@@ -192,7 +195,7 @@ class Processor:
                 for d in requested
             ]
         )
-        self.requested.remember([d.request.fallbackId for d in requested], _ms(now))
+        batch.marked = [d.request.fallbackId for d in requested]
         await writer.write(self._with_settlements(batch))
 
     def _with_settlements(self, batch: Batch) -> list[Write]:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service.core.models import ChannelSettings, SenderNumber, SenderNumberStatus
 from service.core.rules import phone_digits
+from service.kafka import refresh_metadata
 
 log = logging.getLogger("fallback.tables")
 
@@ -90,7 +91,7 @@ class Table(Generic[V]):
             if not warned:
                 log.warning("table %s: waiting for topic %s to exist", self.name, self.topic)
                 warned = True
-            await consumer.force_metadata_update()
+            await refresh_metadata(consumer)
             await asyncio.sleep(0.5)
 
     async def wait_loaded(self) -> None:

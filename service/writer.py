@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +47,15 @@ class Writer(Protocol):
 
     def attach(self, consumer: Any) -> None:
         """The group consumer whose offsets `commit` commits, once it runs."""
+        ...
+
+    async def assigned(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Take over `partitions`; returns, per partition, the offset below which records
+        already fetched belong to a previous owner (none when there is nothing to drop)."""
+        ...
+
+    async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """Give `partitions` up; the batch in flight has finished."""
         ...
 
     async def write(self, writes: Sequence[Write]) -> None:
@@ -92,6 +101,14 @@ class AcknowledgedWriter:
 
     def attach(self, consumer: Any) -> None:
         self.consumer = consumer
+
+    async def assigned(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        # The previous owner committed before giving the partitions up (or died, and its
+        # uncommitted records come again, covered by the dedupe state): nothing to drop.
+        return {}
+
+    async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        return None
 
     async def write(self, writes: Sequence[Write]) -> None:
         """Send everything at once, wait for every ack, and retry from the first failure.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,12 @@ class RecordingWriter:
 
     def attach(self, consumer: Any) -> None:
         self.consumer = consumer
+
+    async def assigned(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {}
+
+    async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        return None
 
     async def write(self, writes: Sequence[Write]) -> None:
         self._calls += 1

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -15,13 +15,24 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from service.app import FallbackService
 from service.compose import build_service
 from service.config import Settings, load_settings
-from service.kafka import create_contract_topics
+from service.kafka import create_contract_topics, refresh_metadata
 from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO
 
 
 @dataclass
+class Broker:
+    """A running broker the tests use, and the settings the service needs on it."""
+
+    name: str
+    bootstrap: str
+    transactions: bool
+    overrides: dict[str, Any]
+    started_in: float = 0.0
+
+
+@dataclass
 class Topics:
-    """A fresh set of the six topics of §1 for one test."""
+    """A fresh set of the six topics of §1 for one test, and the broker's setting overrides."""
 
     input: str
     output: str
@@ -29,9 +40,10 @@ class Topics:
     dlq: str
     channels: str
     senders: str
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def fresh(cls) -> Topics:
+    def fresh(cls, overrides: dict[str, Any] | None = None) -> Topics:
         tag = uuid.uuid4().hex[:8]
         return cls(
             input=f"in-{tag}",
@@ -40,6 +52,7 @@ class Topics:
             dlq=f"dlq-{tag}",
             channels=f"channels-{tag}",
             senders=f"senders-{tag}",
+            overrides=dict(overrides or {}),
         )
 
     def settings(self, bootstrap: str, **overrides: Any) -> Settings:
@@ -59,6 +72,7 @@ class Topics:
             "kafka_session_timeout_ms": 2000,
             "kafka_heartbeat_interval_ms": 300,
         }
+        values.update(self.overrides)
         values.update(overrides)
         return load_settings(**values)
 
@@ -77,8 +91,13 @@ class Topics:
             "FALLBACK_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "FALLBACK_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
         }
+        env.update({f"FALLBACK_{k.upper()}": _env_value(v) for k, v in self.overrides.items()})
         env.update(overrides)
         return env
+
+
+def _env_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 async def create_topics(bootstrap: str, topics: Topics, *, partitions: int = 3) -> None:
@@ -115,15 +134,26 @@ async def seed(bootstrap: str, topics: Topics, **channel: Any) -> None:
 
 
 async def read(
-    bootstrap: str, topic: str, count: int, *, within: float = 20.0
+    bootstrap: str,
+    topic: str,
+    count: int,
+    *,
+    within: float = 20.0,
+    isolation_level: str = "read_committed",
 ) -> list[ConsumerRecord]:
-    """Read at least `count` records of `topic` from the beginning (all partitions)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """Read at least `count` records of `topic` from the beginning (all partitions).
+
+    A downstream consumer reads what was committed (`read_committed`, as the contract asks of
+    readers in exactly-once mode); the kill tests also look at `read_uncommitted`.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level
+    )
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic)
         while not parts:
-            await consumer.force_metadata_update()
+            await refresh_metadata(consumer)
             parts = consumer.partitions_for_topic(topic)
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
@@ -140,9 +170,11 @@ async def read(
         await consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, *, settle: float = 1.0) -> list[ConsumerRecord]:
+async def read_all(
+    bootstrap: str, topic: str, *, settle: float = 1.0, isolation_level: str = "read_committed"
+) -> list[ConsumerRecord]:
     """Everything in `topic` now: read until nothing new arrives for `settle` seconds."""
-    return await read(bootstrap, topic, 10**9, within=settle)
+    return await read(bootstrap, topic, 10**9, within=settle, isolation_level=isolation_level)
 
 
 def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
@@ -155,7 +187,10 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | N
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
+        parts = consumer.partitions_for_topic(topic)
+        while not parts:
+            await refresh_metadata(consumer)
+            parts = consumer.partitions_for_topic(topic)
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(parts)}
     finally:
         await consumer.stop()

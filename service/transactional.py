@@ -1,0 +1,219 @@
+"""The exactly-once writer: one Kafka transaction per input partition and batch (contract §9).
+
+aiokafka sends only version 0 of the transactional requests, so an offset commit inside a
+transaction carries no group generation (no KIP-447) and the broker would accept it from a member
+that has lost the partition. The only fence is the transactional id's epoch, hence the
+pre-KIP-447 pattern: one transactional producer per input partition, its `transactional.id`
+derived from the group, the topic and the partition. Starting it on assignment bumps the epoch:
+the previous owner (a zombie, too) is fenced and its open transaction aborted before the new
+owner reads the committed offset.
+
+Per batch, every record a partition's input causes (SMS request, dead letter, dedupe marker,
+outcome) is sent in that partition's transaction, every send is awaited (a failed send does not
+make an aiokafka transaction abortable on its own), then the input offset joins the transaction
+and it commits. Anything else aborts it and the batch is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+)
+
+from service.config import ConfigError
+from service.writer import Stopping, Write
+
+log = logging.getLogger("fallback.transactions")
+
+ProducerFactory = Callable[[str], AIOKafkaProducer]
+
+# Errors that mean "the broker is not there yet", not "it cannot do transactions".
+_UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable)
+
+
+def transactional_id(group_id: str, tp: TopicPartition) -> str:
+    """The transactional id that owns input partition `tp` for this group."""
+    return f"{group_id}-{tp.topic}-{tp.partition}"
+
+
+class PartitionsNotCommitted(Exception):
+    """Some partitions' transactions did not commit; they must be read again.
+
+    `committed` are those that did: their records must not be rewound.
+    """
+
+    def __init__(self, failed: dict[TopicPartition, BaseException], committed: set[TopicPartition]):
+        super().__init__(
+            "transactions not committed for "
+            + ", ".join(f"{tp.topic}[{tp.partition}]: {exc!r}" for tp, exc in failed.items())
+        )
+        self.failed = failed
+        self.committed = committed
+
+
+class TransactionalWriter:
+    """Exactly-once: each input partition's effects and offset commit in one transaction."""
+
+    def __init__(
+        self,
+        make_producer: ProducerFactory,
+        *,
+        group_id: str,
+        stopping: asyncio.Event,
+        on_publish_error: Callable[[], None] = lambda: None,
+        on_commit_refused: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._make_producer = make_producer
+        self.group_id = group_id
+        self.stopping = stopping
+        self.consumer: Any = None
+        self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._open: set[TopicPartition] = set()
+        self._on_publish_error = on_publish_error
+        self._on_commit_refused = on_commit_refused
+
+    async def start(self) -> None:
+        """Check that the broker serves transactions; refuse to start when it cannot."""
+        probe = self._make_producer(f"{self.group_id}-probe")
+        try:
+            await probe.start()
+        except _UNREACHABLE:
+            raise  # retried by the caller until the broker answers
+        except KafkaError as exc:
+            raise ConfigError(
+                "FALLBACK_PROCESSING_GUARANTEE: exactly-once needs a broker that serves "
+                f"transactions, and this one refused a transactional producer ({exc!r}); "
+                "use at-least-once with this broker"
+            ) from None
+        finally:
+            await probe.stop()
+
+    async def stop(self) -> None:
+        await self.abandon()
+        await self._close(list(self.producers))
+
+    def attach(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    async def assigned(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Fence the previous owners, then read where they committed; seek there.
+
+        Returns each partition's committed offset: records fetched before this point with a
+        lower offset were read for a previous owner and must be dropped.
+        """
+        partitions = sorted(partitions)
+        # Starting the producer (InitProducerId) fences the previous owner and aborts its open
+        # transaction, so the committed offset read afterwards is final.
+        await asyncio.gather(*(self._producer(tp) for tp in partitions))
+        floors: dict[TopicPartition, int] = {}
+        consumer = self.consumer
+        if consumer is None:
+            return floors
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                consumer.seek(tp, committed)
+                floors[tp] = committed
+        return floors
+
+    async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """The batch in flight is done by now; close the partitions' producers."""
+        gone = [tp for tp in partitions if tp in self.producers]
+        for tp in gone:
+            if tp in self._open:
+                await self._abort(tp)
+        await self._close(gone)
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Send each record in its input partition's transaction; wait for every ack."""
+        futures = []
+        for w in writes:
+            if w.source is None:
+                raise ValueError(f"a transactional write needs its input partition: {w.topic}")
+            producer = await self._begun(w.source)
+            futures.append(await producer.send(w.topic, w.value, key=w.key, headers=w.headers))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # A transaction with a failed send must not commit: abort and read the batch again.
+            self._on_publish_error()
+            if self.stopping.is_set():
+                raise Stopping("stopping with unwritten outputs; the transactions are aborted")
+            raise failed[0]
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Add each partition's next offset to its transaction and commit them all."""
+        for tp in offsets:
+            await self._begun(tp)  # a partition whose records wrote nothing still commits
+        results = await asyncio.gather(
+            *(self._commit_one(tp, offset) for tp, offset in offsets.items()),
+            return_exceptions=True,
+        )
+        failed = {
+            tp: r for tp, r in zip(offsets, results, strict=True) if isinstance(r, BaseException)
+        }
+        if failed:
+            self._on_commit_refused()
+            raise PartitionsNotCommitted(failed, set(offsets) - set(failed))
+
+    async def _commit_one(self, tp: TopicPartition, offset: int) -> None:
+        producer = self.producers[tp]
+        try:
+            await producer.send_offsets_to_transaction({tp: offset}, self.group_id)
+            await producer.commit_transaction()
+        except BaseException:
+            await self._abort(tp)
+            raise
+        self._open.discard(tp)
+
+    async def abandon(self) -> None:
+        """Abort every open transaction: nothing of the batch becomes visible."""
+        for tp in list(self._open):
+            await self._abort(tp)
+
+    async def _abort(self, tp: TopicPartition) -> None:
+        self._open.discard(tp)
+        producer = self.producers.get(tp)
+        if producer is None:
+            return
+        try:
+            await producer.abort_transaction()
+        except Exception as exc:
+            # Fenced or fatally broken (no KIP-360 recovery in aiokafka): start afresh, which
+            # fences again, or finds the partition gone at the next rebalance.
+            log.warning("aborting %s[%d] failed (%r); new producer", tp.topic, tp.partition, exc)
+            await self._close([tp])
+
+    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = self.producers.get(tp)
+        if producer is None:
+            producer = self._make_producer(transactional_id(self.group_id, tp))
+            await producer.start()
+            self.producers[tp] = producer
+        return producer
+
+    async def _begun(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = await self._producer(tp)
+        if tp not in self._open:
+            await producer.begin_transaction()
+            self._open.add(tp)
+        return producer
+
+    async def _close(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in list(partitions):
+            producer = self.producers.pop(tp, None)
+            self._open.discard(tp)
+            if producer is not None:
+                try:
+                    await asyncio.wait_for(producer.stop(), 5)
+                except Exception as exc:
+                    log.warning("closing producer of %s[%d]: %r", tp.topic, tp.partition, exc)
