@@ -1,17 +1,20 @@
-"""Throughput of the running service on the local broker, against the bare aiokafka loop.
+"""Throughput of the running service against the bare aiokafka loop, per broker and mode.
 
-Both consume the same number of pre-produced failure events from a 3-partition topic on the
-same embedded broker, in one run: the bare loop reads each record and writes two (acks=all,
-one commit per batch), the service does everything the contract asks. Figures are records/s;
-the ratio is what to compare across machines.
+On each broker (Tansu, and Apache Kafka when Java and Maven are here) both consume the same
+number of pre-produced failure events from a 3-partition topic, in one run: the bare loop reads
+each record and writes two (acks=all, one commit per batch), the service does everything the
+contract asks, at-least-once and (Apache Kafka) exactly-once. Figures are records/s; the ratios
+are what to compare across machines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.compose import build_service
+from service.dev.apache_kafka import missing_tools, start_apache_kafka
 from service.dev.broker import start_broker
 from tests.factories import event_dict
 from tests.kafka_helpers import Topics, create_topics, seed
@@ -79,8 +83,8 @@ async def bare_loop(bootstrap: str, topics: Topics) -> float:
     return COUNT / elapsed
 
 
-async def service_run(bootstrap: str, topics: Topics) -> float:
-    settings = topics.settings(bootstrap, log_outcomes=False, batch_max_records=1000)
+async def service_run(bootstrap: str, topics: Topics, **overrides: Any) -> float:
+    settings = topics.settings(bootstrap, log_outcomes=False, batch_max_records=1000, **overrides)
     service = build_service(settings)
     await service.start()
     consumer = AIOKafkaConsumer(
@@ -104,22 +108,54 @@ async def service_run(bootstrap: str, topics: Topics) -> float:
     return COUNT / elapsed
 
 
+async def fresh(bootstrap: str) -> Topics:
+    topics = Topics.fresh()
+    await create_topics(bootstrap, topics)
+    await seed(bootstrap, topics)
+    await fill(bootstrap, topics.input)
+    return topics
+
+
+async def measure(name: str, bootstrap: str, modes: dict[str, dict[str, Any]]) -> None:
+    """The bare loop, then the service in each mode, on one broker; one summary line."""
+    bare = await bare_loop(bootstrap, await fresh(bootstrap))
+    served = {
+        mode: await service_run(bootstrap, await fresh(bootstrap), **o) for mode, o in modes.items()
+    }
+    print(f"{name}: bare aiokafka loop (read 1, write 2, commit/batch) {bare:,.0f} records/s")
+    for mode, rate in served.items():
+        print(
+            f"{name}: service {mode:<14} {rate:8,.0f} records/s, {rate / bare:.2f} x the bare loop"
+        )
+    if len(served) > 1:
+        alo, eos = served["at-least-once"], served["exactly-once"]
+        print(f"{name}: exactly-once / at-least-once: {eos / alo:.2f}")
+
+
 async def main() -> None:
-    broker = start_broker()
+    print(f"{COUNT:,} events per run, 3 partitions, broker on this machine")
+    tansu = start_broker()
     try:
-        bare_topics, service_topics = Topics.fresh(), Topics.fresh()
-        for topics in (bare_topics, service_topics):
-            await create_topics(broker.bootstrap, topics)
-            await seed(broker.bootstrap, topics)
-            await fill(broker.bootstrap, topics.input)
-        bare = await bare_loop(broker.bootstrap, bare_topics)
-        served = await service_run(broker.bootstrap, service_topics)
+        await measure("tansu", tansu.bootstrap, {"at-least-once": {}})
     finally:
-        broker.stop()
-    print(f"{COUNT:,} events, 3 partitions, embedded broker on this machine")
-    print(f"bare aiokafka loop (read 1, write 2, commit/batch): {bare:10,.0f} records/s")
-    print(f"fallback service (everything the contract asks):   {served:10,.0f} records/s")
-    print(f"service / bare loop: {served / bare:.2f}")
+        tansu.stop()
+    why = missing_tools()
+    if why is not None:
+        print(f"apache kafka: skipped ({why})")
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        kafka = await asyncio.to_thread(start_apache_kafka, Path(directory))
+        try:
+            await measure(
+                "apache-kafka",
+                kafka.bootstrap,
+                {
+                    "at-least-once": {"kafka_enable_idempotence": True},
+                    "exactly-once": {"processing_guarantee": "exactly-once"},
+                },
+            )
+        finally:
+            kafka.stop()
 
 
 if __name__ == "__main__":

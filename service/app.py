@@ -99,7 +99,9 @@ class FallbackService:
         self.stopping = stopping
         self.batch_lock = asyncio.Lock()
         self.restored = asyncio.Event()  # open while the changelog is caught up for the assignment
-        # Per partition, the offset below which fetched records belong to a previous owner.
+        # Per partition, the offset below which fetched records are already done: committed by
+        # a previous owner (exactly-once, set on assignment) or by this instance's last batch.
+        # A batch fetched before a seek on assignment would otherwise come twice.
         self.floors: dict[TopicPartition, int] = {}
         self.consuming = False
         self.subscriber = broker.subscriber(
@@ -165,7 +167,9 @@ class FallbackService:
             for r in records
             if (tp := (r.topic, r.partition)) in assignment and r.offset >= floors.get(tp, 0)
         ]
-        log.info("dropped %d records fetched for another owner", len(records) - len(kept))
+        log.info(
+            "dropped %d fetched records already done or owned elsewhere", len(records) - len(kept)
+        )
         return kept
 
     async def _handle(self, records: tuple[Any, ...]) -> None:
@@ -181,6 +185,7 @@ class FallbackService:
                 return
             try:
                 await self.processor.process(owned)
+                self._advance(owned)
             except Stopping as exc:
                 log.warning("%s", exc)
                 await self.writer.abandon()
@@ -188,6 +193,7 @@ class FallbackService:
             except PartitionsNotCommitted as exc:
                 log.warning("%s; they will be read again", exc)
                 await self.writer.abandon()
+                self._advance([r for r in owned if (r.topic, r.partition) in exc.committed])
                 self._rewind([r for r in owned if (r.topic, r.partition) in exc.failed])
                 failed = True
             except Exception:
@@ -201,6 +207,11 @@ class FallbackService:
             # Back off outside the lock, so that a rebalance or a stop never waits for it.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), FAILED_BATCH_BACKOFF_SECONDS)
+
+    def _advance(self, done: Sequence[Any]) -> None:
+        floors = self.floors
+        for r in done:
+            floors[TopicPartition(r.topic, r.partition)] = r.offset + 1
 
     def _rewind(self, records: Sequence[Any]) -> None:
         consumer = self.subscriber.consumer

@@ -97,7 +97,7 @@ def build_writer(
             on_commit_refused=metrics.commit_failures.inc,
         )
     return AcknowledgedWriter(
-        make_producer(settings, options),
+        lambda: make_producer(settings, options),
         stopping=stopping,
         on_publish_error=metrics.publish_errors.inc,
         on_commit_refused=metrics.commit_failures.inc,

@@ -136,19 +136,38 @@ class TransactionalWriter:
     async def write(self, writes: Sequence[Write]) -> None:
         """Send each record in its input partition's transaction; wait for every ack."""
         futures = []
-        for w in writes:
-            if w.source is None:
-                raise ValueError(f"a transactional write needs its input partition: {w.topic}")
-            producer = await self._begun(w.source)
-            futures.append(await producer.send(w.topic, w.value, key=w.key, headers=w.headers))
+        sources = []
+        try:
+            for w in writes:
+                if w.source is None:
+                    raise ValueError(f"a transactional write needs its input partition: {w.topic}")
+                producer = await self._begun(w.source)
+                futures.append(await producer.send(w.topic, w.value, key=w.key, headers=w.headers))
+                sources.append(w.source)
+        except KafkaError as exc:
+            await self._failed({w.source for w in writes if w.source is not None}, exc)
         results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
+        failed = {
+            src: r for src, r in zip(sources, results, strict=True) if isinstance(r, BaseException)
+        }
         if failed:
-            # A transaction with a failed send must not commit: abort and read the batch again.
-            self._on_publish_error()
-            if self.stopping.is_set():
-                raise Stopping("stopping with unwritten outputs; the transactions are aborted")
-            raise failed[0]
+            await self._failed(set(failed), next(iter(failed.values())))
+
+    async def _failed(self, partitions: set[TopicPartition], error: BaseException) -> None:
+        """A send failed: the transactions must not commit, so the batch is read again.
+
+        The producers that failed are retired: after a send error an aiokafka transactional
+        producer may be fatally out of step with the broker (OutOfOrderSequenceNumber after an
+        outage, ProducerFenced), and it cannot recover (no KIP-360). A new one re-initialises,
+        which fences nothing but our own old epoch.
+        """
+        self._on_publish_error()
+        for tp in partitions:
+            self._open.discard(tp)
+        await self._close(partitions)
+        if self.stopping.is_set():
+            raise Stopping("stopping with unwritten outputs; the transactions are aborted")
+        raise error
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Add each partition's next offset to its transaction and commit them all."""

@@ -16,9 +16,25 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 log = logging.getLogger("fallback.writer")
+
+# After these a producer never sends again (aiokafka's sender gives up): replace it.
+FATAL_PRODUCER_ERRORS = (
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+)
 
 
 class Stopping(Exception):
@@ -79,14 +95,15 @@ class AcknowledgedWriter:
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        make_producer: Callable[[], AIOKafkaProducer],
         *,
         stopping: asyncio.Event,
         on_publish_error: Callable[[], None] = lambda: None,
         on_commit_refused: Callable[[], None] = lambda: None,
         max_delay: float = 5.0,
     ) -> None:
-        self.producer = producer
+        self._make_producer = make_producer
+        self.producer = make_producer()
         self.stopping = stopping
         self.consumer: Any = None  # the group consumer, attached once it runs
         self._on_publish_error = on_publish_error
@@ -133,9 +150,25 @@ class AcknowledgedWriter:
             pending = pending[failed_at:]
             if self.stopping.is_set():
                 raise Stopping("stopping with unwritten outputs; the batch stays uncommitted")
+            if isinstance(error, FATAL_PRODUCER_ERRORS):
+                await self._replace_producer(error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(delay * 2, self._max_delay)
+
+    async def _replace_producer(self, error: BaseException) -> None:
+        """An idempotent producer whose sequence numbers went out of step with the broker (after
+        an outage) is dead for good in aiokafka (no KIP-360): start a new one."""
+        log.warning("producer failed for good (%r); starting a new one", error)
+        old, self.producer = self.producer, self._make_producer()
+        try:
+            await asyncio.wait_for(old.stop(), 5)
+        except Exception as exc:
+            log.warning("closing the old producer: %r", exc)
+        try:
+            await self.producer.start()
+        except KafkaError as exc:  # the broker is still away: the next round tries again
+            log.warning("new producer cannot start yet: %r", exc)
 
     async def _send_all(self, writes: list[Write]) -> tuple[int, BaseException | None]:
         """Index of the first write that failed (len(writes) when none did), and its error."""

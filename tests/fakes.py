@@ -78,6 +78,14 @@ class ScriptedProducer:
 
     outcomes: list[Any] = field(default_factory=list)
     sent: list[tuple[str, bytes | None]] = field(default_factory=list)
+    started: bool = False
+    stopped: bool = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
 
     async def send(
         self,

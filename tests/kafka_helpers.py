@@ -16,7 +16,7 @@ from service.app import FallbackService
 from service.compose import build_service
 from service.config import Settings, load_settings
 from service.kafka import create_contract_topics, refresh_metadata
-from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO
+from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO, event_dict
 
 
 @dataclass
@@ -205,3 +205,48 @@ async def running(settings: Settings) -> AsyncIterator[FallbackService]:
         yield service
     finally:
         await service.stop()
+
+
+async def fill(bootstrap: str, topic: str, count: int, *, prefix: str = "R") -> None:
+    """Produce `count` well-formed OTP failure events, keyed by fallbackId, as fast as possible."""
+    p = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=512 * 1024
+    )
+    await p.start()
+    try:
+        futures = []
+        for i in range(count):
+            value = orjson.dumps(
+                event_dict(requestId=f"{prefix}{i}", content=f"[마이브랜드] 인증번호 {i:06d}")
+            )
+            futures.append(await p.send(topic, value, key=f"{prefix}{i}:1".encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await p.stop()
+
+
+async def read_to_end(
+    bootstrap: str, topic: str, *, isolation_level: str = "read_committed"
+) -> list[ConsumerRecord]:
+    """Every record of `topic` up to its current end (the last stable offset, read_committed)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        while not parts:
+            await refresh_metadata(consumer)
+            parts = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        got: list[ConsumerRecord] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                got.extend(records)
+        return got
+    finally:
+        await consumer.stop()

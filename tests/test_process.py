@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,48 +23,9 @@ from tests.kafka_helpers import (
     seed,
     values,
 )
+from tests.processes import PROGRAMS, service_process, wait_ready
 
 pytestmark = pytest.mark.broker
-
-BIN = Path(sys.executable).parent
-PROGRAMS = Path(__file__).parent / "programs"
-
-
-def start(env: dict[str, str], *argv: str) -> subprocess.Popen[bytes]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("FALLBACK_")} | env
-    command = list(argv) or [str(BIN / "fallback-service"), "run"]
-    return subprocess.Popen(
-        command, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=PROGRAMS
-    )
-
-
-def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) -> list[int]:
-    """Poll /readyz until 200; returns every status seen."""
-    seen = []
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-        try:
-            status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code
-        except httpx.HTTPError:
-            time.sleep(0.05)
-            continue
-        seen.append(status)
-        if status == 200:
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"not ready within {within}s: {seen}")
-
-
-@contextmanager
-def service_process(env: dict[str, str], *argv: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = start(env, *argv)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 async def test_killed_between_publish_and_commit(bootstrap: str, topics: Topics) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaTimeoutError
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
 from service.writer import AcknowledgedWriter, Stopping, Write
 from tests.fakes import ScriptedProducer
@@ -22,7 +22,7 @@ class CountingWriter(AcknowledgedWriter):
     def __init__(self, producer: ScriptedProducer, stopping: asyncio.Event | None = None) -> None:
         self.errors: list[int] = []
         super().__init__(
-            producer,
+            lambda: producer,
             stopping=stopping or asyncio.Event(),
             on_publish_error=lambda: self.errors.append(1),
             max_delay=0.01,
@@ -101,10 +101,23 @@ async def test_commit_goes_to_the_attached_consumer() -> None:
 async def test_commit_refused_by_a_rebalance_is_counted_not_raised() -> None:
     refused: list[int] = []
     w = AcknowledgedWriter(
-        ScriptedProducer(),
+        ScriptedProducer,
         stopping=asyncio.Event(),
         on_commit_refused=lambda: refused.append(1),
     )
     w.attach(_Consumer(CommitFailedError("rebalanced")))
     await w.commit({TopicPartition("in", 0): 5})
     assert refused == [1]
+
+
+async def test_a_producer_out_of_step_with_the_broker_is_replaced() -> None:
+    # After an outage an idempotent producer can fail for good with OutOfOrderSequenceNumber;
+    # retrying on it would loop forever.
+    broken = ScriptedProducer([OutOfOrderSequenceNumber()] * 100)
+    fresh = ScriptedProducer()
+    made = iter([broken, fresh])
+    w = AcknowledgedWriter(lambda: next(made), stopping=asyncio.Event(), max_delay=0.01)
+    await w.write(writes(2))
+    assert w.producer is fresh
+    assert broken.stopped and fresh.started
+    assert [k for _, k in fresh.sent] == [b"k0", b"k1"]

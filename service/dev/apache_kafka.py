@@ -10,6 +10,7 @@ again on the same data, or freeze it with SIGSTOP.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import signal
@@ -207,10 +208,12 @@ class ApacheKafka:
 
 
 def _cluster_id() -> str:
-    # Kafka wants a base64url UUID of 22 characters.
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A base64url UUID of 22 characters, as Kafka wants, that does not start with `-`
+    (StorageTool would read it as an option)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if candidate[0].isalnum():
+            return candidate
 
 
 def start_apache_kafka(directory: Path) -> ApacheKafka:

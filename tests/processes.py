@@ -1,0 +1,62 @@
+"""Running `fallback-service run` as a real process: start, wait for readiness, clean up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def start(env: dict[str, str], *argv: str, output: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start the service (or `argv`) with only `env`'s FALLBACK_* variables.
+
+    Its output goes to a pipe, or appended to `output` for long runs (a full pipe would block
+    the process).
+    """
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FALLBACK_")} | env
+    command = list(argv) or [str(BIN / "fallback-service"), "run"]
+    sink = subprocess.PIPE if output is None else output.open("ab")
+    return subprocess.Popen(command, env=full, stdout=sink, stderr=subprocess.STDOUT, cwd=PROGRAMS)
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) -> list[int]:
+    """Poll /readyz until 200; returns every status seen."""
+    seen = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            said = process.stdout.read().decode() if process.stdout else "(see its output file)"
+            raise AssertionError(f"exited with {process.returncode}: {said}")
+        try:
+            status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code
+        except httpx.HTTPError:
+            time.sleep(0.05)
+            continue
+        seen.append(status)
+        if status == 200:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"not ready within {within}s: {seen}")
+
+
+@contextmanager
+def service_process(
+    env: dict[str, str], *argv: str, output: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The process while the block runs; killed afterwards if still running."""
+    process = start(env, *argv, output=output)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

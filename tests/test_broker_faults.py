@@ -1,0 +1,86 @@
+"""Broker faults on Apache Kafka, which keeps its log on disk (§9): killed, or stopped for 30 s.
+
+Each test has a broker of its own, kills or stops it mid-stream, starts it again on the same log
+directory and ports, and checks that the running service recovered by itself with nothing lost
+(and, in exactly-once mode, nothing repeated in the read_committed view).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.dev.apache_kafka import ApacheKafka
+from service.dev.broker import free_port
+from tests.conftest import KAFKA_OVERRIDES, start_kafka
+from tests.kafka_helpers import Topics, create_topics, fill, read_to_end, seed
+from tests.processes import service_process, wait_ready
+from tests.test_exactly_once import duplicates, progress, wait_progress
+
+pytestmark = pytest.mark.broker
+
+COUNT = 6000
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[ApacheKafka]:
+    broker = start_kafka(tmp_path / "kafka")
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+@pytest.mark.parametrize("fault", ["killed", "stopped-30s"])
+async def test_service_recovers_from_a_broker_fault(
+    own_kafka: ApacheKafka, tmp_path: Path, fault: str, guarantee: str
+) -> None:
+    bootstrap = own_kafka.bootstrap
+    topics = Topics.fresh(KAFKA_OVERRIDES)
+    await create_topics(bootstrap, topics, partitions=3)
+    await seed(bootstrap, topics)
+    await fill(bootstrap, topics.input, COUNT)
+    port = free_port()
+    env = topics.env(
+        bootstrap,
+        FALLBACK_HTTP_PORT=str(port),
+        FALLBACK_PROCESSING_GUARANTEE=guarantee,
+        FALLBACK_LOG_OUTCOMES="false",
+        FALLBACK_BATCH_MAX_RECORDS="200",
+    )
+    group = env["FALLBACK_GROUP_ID"]
+    log = tmp_path / "service.log"
+    with service_process(env, output=log) as p:
+        await asyncio.to_thread(wait_ready, port, p, 60)
+        await wait_progress(bootstrap, group, topics.input, COUNT // 4, 60)
+        if fault == "killed":
+            await asyncio.to_thread(own_kafka.kill)
+            await asyncio.sleep(2)
+        else:
+            await asyncio.to_thread(own_kafka.stop)
+            await asyncio.sleep(30)
+        began = time.monotonic()
+        await asyncio.to_thread(own_kafka.start)
+        done = await wait_progress(bootstrap, group, topics.input, COUNT, 180)
+        recovered_in = time.monotonic() - began
+        assert p.poll() is None, log.read_text()[-3000:]  # it never gave up
+        assert done == COUNT, log.read_text()[-3000:]
+        p.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(p.wait, 15) == 0
+    requests = await read_to_end(bootstrap, topics.output)
+    outcomes = await read_to_end(bootstrap, topics.events)
+    print(
+        f"\n{guarantee}, broker {fault}: done {recovered_in:.1f}s after the broker was back; "
+        f"{len(requests)} requests ({duplicates([r.key for r in requests])} duplicates), "
+        f"{len(outcomes)} outcomes ({duplicates([r.key for r in outcomes])} duplicates)"
+    )
+    every = {f"R{i}:1".encode() for i in range(COUNT)}
+    assert {r.key for r in outcomes} == every
+    assert {r.key for r in requests} == every
+    if guarantee == "exactly-once":
+        assert len(requests) == len(outcomes) == COUNT
+    assert await progress(bootstrap, group, topics.input) == COUNT
