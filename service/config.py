@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.core.rules import Limits, Policy, QuietHours, Registry
-from service.core.text import Unencodable
+from service.core.rules import Limits, Policy, QuietHours, Registry, parse_duration
+from service.core.text import Charset, Unencodable
 
 ENV_PREFIX = "FALLBACK_"
 
@@ -122,8 +122,12 @@ class Settings(BaseSettings):
     lms_title_max_bytes: int = Field(40, ge=1, le=100_000)
     lms_max_bytes: int = Field(2000, ge=1, le=100_000)
     unencodable: Unencodable = Unencodable.REPLACE
+    # What the SMS service carries: all of CP949, or only KS X 1001 (EUC-KR).
+    charset: Charset = Charset.CP949
     sendno_registry: Registry = Registry.ENFORCE
     ad_quiet_hours: str = "21:00-08:00"
+    # Older failures are SKIPPED `expired` (e.g. 15m, 2h); empty: never.
+    max_age: str = ""
 
     # Consumer
     batch_max_records: int = Field(1000, ge=1, le=100_000)
@@ -151,6 +155,7 @@ class Settings(BaseSettings):
         "sink",
         "log_format",
         "processing_guarantee",
+        "charset",
         mode="before",
     )
     @classmethod
@@ -173,6 +178,12 @@ class Settings(BaseSettings):
     @classmethod
     def _quiet(cls, value: str) -> str:
         QuietHours.parse(value)
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: str) -> str:
+        parse_duration(value)
         return value
 
     @model_validator(mode="after")
@@ -214,6 +225,8 @@ class Settings(BaseSettings):
             unencodable=self.unencodable,
             registry=self.sendno_registry,
             quiet_hours=QuietHours.parse(self.ad_quiet_hours),
+            charset=self.charset,
+            max_age=parse_duration(self.max_age),
         )
 
 

@@ -141,6 +141,7 @@ class Processor:
                 already_requested=fid in pending or fid in self.requested,
                 now=now,
                 policy=self.policy,
+                received_ms=record.timestamp,
             )
             if decision.request is not None:
                 pending.add(fid)

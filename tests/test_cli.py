@@ -151,3 +151,36 @@ def test_preview_of_a_text_the_service_would_dead_letter(
     code, out = preview(capsys, "가" * 4001)
     assert code == 1
     assert out.startswith("REJECTED invalid_event: content:")
+
+
+def test_preview_charset_shows_the_difference(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = preview(capsys, "똠방각하 뷁 안내")
+    assert code == 0
+    assert out.splitlines()[-2] == "똠방각하 뷁 안내"
+    code, out = preview(capsys, "--charset", "euc-kr", "똠방각하 뷁 안내")
+    assert code == 0
+    assert "replaced by '?': 똠 (U+B620)" in out
+    assert "replaced by '?': 뷁 (U+BDC1)" in out
+    assert out.splitlines()[-2] == "?방각하 ? 안내"
+    code, out = preview(capsys, "--charset", "EUC-KR", "--unencodable", "reject", "똠")
+    assert (code, out.strip()) == (1, "REJECTED unencodable_characters")
+
+
+def test_preview_ad_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = preview(
+        capsys, "--ad", "--ad-name", "마이브랜드", "--unsubscribe-no", "080-123-4567", "특가"
+    )
+    assert code == 0
+    assert "(광고)마이브랜드 특가\n무료수신거부 0801234567" in out
+
+
+@pytest.mark.parametrize(
+    "argv", [["preview", "--charset", "utf8", "x"], ["preview", "--ad-name", "n", "x"]]
+)
+def test_preview_refuses_bad_new_arguments(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage: fallback-service" in capsys.readouterr().err

@@ -76,6 +76,10 @@ def test_dotenv_file_is_read(tmp_path: object) -> None:
         ("FALLBACK_KAFKA_SECURITY_PROTOCOL", "TLS"),
         ("FALLBACK_LOG_LEVEL", "LOUD"),
         ("FALLBACK_INPUT_TOPIC", ""),
+        ("FALLBACK_CHARSET", "utf-8"),
+        ("FALLBACK_MAX_AGE", "15"),
+        ("FALLBACK_MAX_AGE", "0m"),
+        ("FALLBACK_PROCESSING_GUARANTEE", "exactly-twice"),
     ],
 )
 def test_invalid_value_names_the_variable(
@@ -107,3 +111,17 @@ def test_settings_is_not_a_module_global() -> None:
     import service.config as config
 
     assert not any(isinstance(v, Settings) for v in vars(config).values())
+
+
+def test_charset_and_max_age_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from service.core.text import Charset
+
+    assert load_settings().policy().charset is Charset.CP949
+    assert load_settings().policy().max_age is None
+    monkeypatch.setenv("FALLBACK_CHARSET", "EUC-KR")
+    monkeypatch.setenv("FALLBACK_MAX_AGE", "1h30m")
+    policy = load_settings().policy()
+    assert policy.charset is Charset.EUC_KR
+    assert policy.max_age == timedelta(minutes=90)

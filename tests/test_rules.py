@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import orjson
@@ -30,7 +30,7 @@ from service.core.rules import (
     decide,
     split_ad,
 )
-from service.core.text import Unencodable, byte_length
+from service.core.text import Charset, Unencodable, byte_length, in_ks_x_1001
 from tests.factories import (
     NIGHT_KST,
     NOON_KST,
@@ -42,6 +42,7 @@ from tests.factories import (
 )
 
 POLICY = Policy()
+HOUR = timedelta(hours=1)
 
 
 def run(
@@ -71,8 +72,20 @@ def ad(**params: Any) -> Any:
 
 REASON_CASES: list[tuple[str, dict[str, Any], Status, Reason]] = [
     ("duplicate", {"already": True}, Status.SKIPPED, Reason.DUPLICATE),
+    (
+        "expired",
+        {"ev": event(failedAt="2026-11-22T12:00:00+09:00"), "policy": Policy(max_age=HOUR)},
+        Status.SKIPPED,
+        Reason.EXPIRED,
+    ),
     ("no channel", {"ch": None}, Status.SKIPPED, Reason.CHANNEL_NOT_CONFIGURED),
     ("disabled", {"ch": channel(enabled=False)}, Status.SKIPPED, Reason.FALLBACK_DISABLED),
+    (
+        "result code not listed",
+        {"ch": channel(resultCodes=["3016"])},
+        Status.SKIPPED,
+        Reason.RESULT_CODE_EXCLUDED,
+    ),
     (
         "isResend false",
         {"ev": event(resendParameter={"isResend": False})},
@@ -686,6 +699,8 @@ unicode_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_
     is_ad=st.booleans(),
     country=st.sampled_from(["82", "1"]),
     unencodable=st.sampled_from(list(Unencodable)),
+    charset=st.sampled_from(list(Charset)),
+    ad_name=st.one_of(st.none(), unicode_text),
 )
 @settings(max_examples=300, deadline=None)
 def test_requested_is_always_sendable(
@@ -695,13 +710,15 @@ def test_requested_is_always_sendable(
     is_ad: bool,
     country: str,
     unencodable: Unencodable,
+    charset: Charset,
+    ad_name: str | None,
 ) -> None:
     rp: dict[str, Any] = {"resendType": kind, "resendTitle": title}
     if is_ad:
         rp["resendUnsubscribeNo"] = UNSUBSCRIBE_NO
     ev = event(content=content, isAd=is_ad, countryCode=country, resendParameter=rp)
-    policy = Policy(unencodable=unencodable, quiet_hours=None)
-    decision = run(ev, policy=policy)
+    policy = Policy(unencodable=unencodable, quiet_hours=None, charset=charset)
+    decision = run(ev, channel(adName=ad_name), policy=policy)
     request = decision.request
     if request is None:
         assert decision.outcome.status is not Status.REQUESTED
@@ -724,6 +741,10 @@ def test_requested_is_always_sendable(
     if country != "82":
         assert request.type is MessageKind.SMS
     assert decision.outcome.bodyBytes == request.bodyBytes
+    if charset is Charset.EUC_KR:
+        # Everything EUC-KR (KS X 1001) carries, nothing else.
+        assert in_ks_x_1001(request.body)
+        assert request.title is None or in_ks_x_1001(request.title)
 
 
 @given(content=unicode_text, limit=st.integers(min_value=1, max_value=200))

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from service.config import load_settings
 from service.core.models import ChannelSettings, FailureEvent, MessageKind, Reason
 from service.core.rules import Decision, Message, Policy, Registry, decide
-from service.core.text import LOOKALIKES, Unencodable
+from service.core.text import LOOKALIKES, Charset, Unencodable
 
 # Stand-ins for what a preview does not ask about: the registry is off and quiet hours are
 # ignored, so only the text and the advertising frame decide.
@@ -55,7 +55,17 @@ def add_parser(commands: Any) -> None:
     preview.add_argument(
         "--unencodable",
         choices=[p.value for p in Unencodable],
-        help="policy for characters CP949 cannot carry (default: FALLBACK_UNENCODABLE)",
+        help="policy for characters the charset cannot carry (default: FALLBACK_UNENCODABLE)",
+    )
+    preview.add_argument(
+        "--charset",
+        choices=[c.value for c in Charset],
+        type=str.lower,
+        help="what the SMS service carries: cp949, or euc-kr (KS X 1001 only; "
+        "default: FALLBACK_CHARSET)",
+    )
+    preview.add_argument(
+        "--ad-name", help="with --ad: the sender's name after (광고) (the channel's adName)"
     )
 
 
@@ -70,6 +80,7 @@ def preview_decision(
     unsubscribe_no: str | None = None,
     framed: bool = False,
     international: bool = False,
+    ad_name: str | None = None,
 ) -> Decision:
     """The decision the service would take for an event carrying `text` (§5).
 
@@ -94,7 +105,7 @@ def preview_decision(
             },
         }
     )
-    channel = ChannelSettings(enabled=True, sendNo=_SEND_NO)
+    channel = ChannelSettings(enabled=True, sendNo=_SEND_NO, adName=ad_name)
     policy = dataclasses.replace(policy, registry=Registry.OFF, quiet_hours=None)
     # The clock only matters for quiet hours, which a preview ignores.
     return decide(event, channel, {}, already_requested=False, now=datetime.now(UTC), policy=policy)
@@ -140,6 +151,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--ad needs --unsubscribe-no")
     if args.framed and not args.ad:
         parser.error("--framed goes with --ad")
+    if args.ad_name and not args.ad:
+        parser.error("--ad-name goes with --ad")
     text = args.text
     if text is None:
         if sys.stdin.isatty():
@@ -147,7 +160,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         text = sys.stdin.read()
     settings = load_settings()
     unencodable = Unencodable(args.unencodable) if args.unencodable else settings.unencodable
-    policy = dataclasses.replace(settings.policy(), unencodable=unencodable)
+    charset = Charset(args.charset) if args.charset else settings.charset
+    policy = dataclasses.replace(settings.policy(), unencodable=unencodable, charset=charset)
     requested = MessageKind(args.type) if args.type else None
     try:
         decision = preview_decision(
@@ -160,6 +174,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             unsubscribe_no=args.unsubscribe_no,
             framed=args.framed,
             international=args.international,
+            ad_name=args.ad_name,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -177,6 +192,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     limits = policy.limits
     limit = limits.sms_max_bytes if message.kind is MessageKind.SMS else limits.lms_max_bytes
     how = "forced" if requested else "chosen"
-    limits_line = f"{how}; limit {limit} bytes, SMS up to {limits.sms_max_bytes}"
+    limits_line = f"{how}; limit {limit} bytes, SMS up to {limits.sms_max_bytes}; {charset.value}"
     print(report(message, text, unencodable, limits_line))
     return 0

@@ -41,8 +41,10 @@ class Reason(StrEnum):
     """Every reason code an outcome can carry (§5), in decision order."""
 
     DUPLICATE = "duplicate"
+    EXPIRED = "expired"
     CHANNEL_NOT_CONFIGURED = "channel_not_configured"
     FALLBACK_DISABLED = "fallback_disabled"
+    RESULT_CODE_EXCLUDED = "result_code_excluded"
     RESEND_NOT_REQUESTED = "resend_not_requested"
     RECIPIENT_NUMBER_INVALID = "recipient_number_invalid"
     SENDER_NUMBER_MISSING = "sender_number_missing"
@@ -64,8 +66,10 @@ class Reason(StrEnum):
 SKIP_REASONS = frozenset(
     {
         Reason.DUPLICATE,
+        Reason.EXPIRED,
         Reason.CHANNEL_NOT_CONFIGURED,
         Reason.FALLBACK_DISABLED,
+        Reason.RESULT_CODE_EXCLUDED,
         Reason.RESEND_NOT_REQUESTED,
         Reason.AD_QUIET_HOURS,
     }
@@ -203,11 +207,22 @@ class ChannelSettings(_Wire):
     sendNo: str | None = None
     title: str | None = None
     unsubscribeNo: str | None = None
+    adName: str | None = None
+    # When non-empty, only failures with one of these Kakao result codes fall back.
+    resultCodes: tuple[str, ...] | None = None
 
-    @field_validator("sendNo", "title", "unsubscribeNo", mode="before")
+    @field_validator("sendNo", "title", "unsubscribeNo", "adName", mode="before")
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return _blank_is_none(value)
+
+    @field_validator("resultCodes", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        # Lists arrive from JSON; an empty list means "every code", like no list.
+        if isinstance(value, list):
+            return tuple(value) or None
+        return value
 
 
 class SenderNumberStatus(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -23,7 +23,7 @@ from service.core.models import (
     SmsRequest,
     Status,
 )
-from service.core.text import Unencodable, byte_length, cut, normalise, prepare
+from service.core.text import Charset, Unencodable, byte_length, cut, normalise, prepare
 
 KST = ZoneInfo("Asia/Seoul")
 KOREA = "82"
@@ -80,6 +80,23 @@ class QuietHours:
         return local >= self.start or local < self.end
 
 
+_DURATION_PART = regex.compile(r"(\d+)\s*(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(spec: str) -> timedelta | None:
+    """`15m`, `2h`, `1h30m`, `90s`, `1d` (FALLBACK_MAX_AGE); empty is None. Raises ValueError."""
+    spec = spec.strip().lower()
+    if not spec:
+        return None
+    if not regex.fullmatch(r"(?:\d+\s*(?:ms|s|m|h|d)\s*)+", spec):
+        raise ValueError(f"expected a duration such as 15m, 2h or 1h30m, or empty; got {spec!r}")
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(spec))
+    if seconds <= 0:
+        raise ValueError(f"{spec!r} is no time at all; use an empty value to disable")
+    return timedelta(seconds=seconds)
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Everything configurable that the rules depend on."""
@@ -90,6 +107,8 @@ class Policy:
     quiet_hours: QuietHours | None = field(
         default_factory=lambda: QuietHours(time(21, 0), time(8, 0))
     )
+    charset: Charset = Charset.CP949
+    max_age: timedelta | None = None  # None: fallbacks never expire
 
 
 @dataclass(slots=True)
@@ -109,10 +128,12 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class AdFrame:
-    """An advertising fallback: its 080 number and whether the body came framed already."""
+    """An advertising fallback: its 080 number, whether the body came framed already, and the
+    sender's name the service puts after `(광고)` when it builds the frame."""
 
     unsubscribe_no: str
     given: bool
+    name: str | None = None
 
 
 @dataclass(slots=True)
@@ -144,21 +165,25 @@ _UNSUBSCRIBE = regex.compile(r"080\d{7,8}")
 _AD_IGNORED = r"[\s\-\[\]\u200c\u200d\ufe00-\ufe0f]"
 _AD_IGNORED_RE = regex.compile(_AD_IGNORED)
 
-
-def _loose(literal: str, gap: str = _AD_IGNORED) -> str:
-    return f"{gap}*".join(regex.escape(ch) for ch in literal)
-
-
-_AD_PREFIX_RE = regex.compile(rf"^{_AD_IGNORED}*{_loose(AD_PREFIX)}")
+# The prefix must be exactly `(광고)`, only white space before it (§5.7).
+_AD_PREFIX_RE = regex.compile(r"^\s*\(광고\)")
 _OPT_OUT_RE = regex.compile(r"\[?무\s*료\s*(?:수\s*신\s*)?거\s*부", flags=regex.REVERSE)
 
 
 def ad_format_ok(content: str, unsubscribe_no: str) -> bool:
-    """Whether a given advertising body already carries `(광고)` and the opt-out with the number."""
-    squeezed = _AD_IGNORED_RE.sub("", content)
-    return squeezed.startswith(AD_PREFIX) and (
-        f"{AD_OPT_OUT}{unsubscribe_no}" in squeezed or f"무료거부{unsubscribe_no}" in squeezed
-    )
+    """Whether a given advertising body starts with exactly `(광고)` and ends with the opt-out
+    (`무료수신거부` or `무료거부` and the 080 number, nothing but white space after it).
+
+    Inside the opt-out, spaces, `-`, `[` and `]` do not count, so NHN's own
+    `[무료 수신거부]080-123-4567` passes.
+    """
+    if not _AD_PREFIX_RE.match(content):
+        return False
+    phrase = _OPT_OUT_RE.search(content)
+    if phrase is None:
+        return False
+    tail = _AD_IGNORED_RE.sub("", content[phrase.start() :])
+    return tail in (f"{AD_OPT_OUT}{unsubscribe_no}", f"무료거부{unsubscribe_no}")
 
 
 def split_ad(body: str) -> tuple[str, str, str]:
@@ -204,9 +229,10 @@ def build_message(
     international: bool = False,
     limits: Limits = Limits(),
     unencodable: Unencodable = Unencodable.REPLACE,
+    charset: Charset = Charset.CP949,
 ) -> Message | Reason:
     """§5.2-§5.7 for one body: prepare, frame, choose the type, cut, title. Or why it cannot."""
-    prepared = prepare(body, unencodable)
+    prepared = prepare(body, unencodable, charset)
     replaced = prepared.unencodable
     if replaced and unencodable is Unencodable.REJECT:
         return Reason.UNENCODABLE_CHARACTERS
@@ -219,7 +245,17 @@ def build_message(
     elif ad.given:
         prefix, middle, tail = split_ad(text)
     else:
-        prefix, middle, tail = AD_PREFIX, text, f"\n{AD_OPT_OUT} {ad.unsubscribe_no}"
+        prefix = AD_PREFIX
+        if ad.name is not None:
+            name = prepare(ad.name, unencodable, charset)
+            if name.unencodable and unencodable is Unencodable.REJECT:
+                return Reason.UNENCODABLE_CHARACTERS
+            shown = name.text.replace("\n", " ").strip()
+            if shown:
+                # The sender's name belongs to the frame: never cut, counted in the type choice.
+                prefix = f"{AD_PREFIX}{shown} "
+                replaced += name.unencodable
+        middle, tail = text, f"\n{AD_OPT_OUT} {ad.unsubscribe_no}"
     full = prefix + middle + tail
 
     if international and requested is MessageKind.LMS:
@@ -256,7 +292,7 @@ def build_message(
         for candidate in titles:
             if candidate is None or not candidate.strip():
                 continue
-            prepared_title = prepare(candidate, unencodable)
+            prepared_title = prepare(candidate, unencodable, charset)
             if prepared_title.unencodable and unencodable is Unencodable.REJECT:
                 return Reason.UNENCODABLE_CHARACTERS
             uncut_title = prepared_title.text.replace("\n", " ").strip()
@@ -343,7 +379,26 @@ def _ad_check(
     given = params.resendContent
     if given is not None and not ad_format_ok(normalise(given), digits):
         return Reason.AD_FORMAT_INVALID
-    return AdFrame(unsubscribe_no=digits, given=given is not None)
+    return AdFrame(unsubscribe_no=digits, given=given is not None, name=channel.adName)
+
+
+def failed_at(event: FailureEvent, received_ms: int | None) -> datetime | None:
+    """When the failure happened: `failedAt` (a time without offset is Korean time), else the
+    input record's timestamp (milliseconds since the epoch), else unknown."""
+    if event.failedAt is not None:
+        moment = datetime.fromisoformat(event.failedAt)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=KST)
+    if received_ms is not None:
+        return datetime.fromtimestamp(received_ms / 1000, UTC)
+    return None
+
+
+def expired(event: FailureEvent, received_ms: int | None, now: datetime, policy: Policy) -> bool:
+    """§5.1 after rule 1: older than FALLBACK_MAX_AGE at processing time (exactly as old is not)."""
+    if policy.max_age is None:
+        return False
+    moment = failed_at(event, received_ms)
+    return moment is not None and now - moment > policy.max_age
 
 
 def decide(
@@ -354,8 +409,12 @@ def decide(
     already_requested: bool,
     now: datetime,
     policy: Policy,
+    received_ms: int | None = None,
 ) -> Decision:
-    """Apply the decision order of §5.1 to one well-formed failure event."""
+    """Apply the decision order of §5.1 to one well-formed failure event.
+
+    `received_ms` is the input record's timestamp, the age of an event without `failedAt`.
+    """
     stamp = timestamp(now)
     fid = event.fallback_id
 
@@ -365,10 +424,14 @@ def decide(
 
     if already_requested:
         return stop(Reason.DUPLICATE)
+    if policy.max_age is not None and expired(event, received_ms, now, policy):
+        return stop(Reason.EXPIRED)
     if channel is None:
         return stop(Reason.CHANNEL_NOT_CONFIGURED)
     if not channel.enabled:
         return stop(Reason.FALLBACK_DISABLED)
+    if channel.resultCodes and event.resultCode not in channel.resultCodes:
+        return stop(Reason.RESULT_CODE_EXCLUDED)
     params = event.resendParameter
     if params.isResend is False:
         return stop(Reason.RESEND_NOT_REQUESTED)
@@ -393,6 +456,7 @@ def decide(
         international=event.countryCode != KOREA,
         limits=policy.limits,
         unencodable=policy.unencodable,
+        charset=policy.charset,
     )
     if isinstance(message, Reason):
         return stop(message)

@@ -1,10 +1,11 @@
-"""Text preparation, CP949 byte counting and cutting (CONTRACT §5.2, §5.6).
+"""Text preparation, CP949 byte counting and cutting (contract §5.2, §5.6).
 
 Pure functions over strings; nothing here knows about Kafka, events or the clock.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +47,31 @@ _LOOKALIKE_CHARS = regex.compile(
 )
 
 
+class Charset(StrEnum):
+    """What the SMS service can carry (FALLBACK_CHARSET, §5.2 step 5).
+
+    `cp949`: all of CP949 (UHC), every Hangul syllable. `euc-kr`: only KS X 1001 (EUC-KR
+    완성형), so the 8,822 syllables outside it (`똠`, `햏`, `뷁`, ...) cannot be carried.
+    """
+
+    CP949 = "cp949"
+    EUC_KR = "euc-kr"
+
+
+# CP949 bytes that are all KS X 1001: ASCII, or two bytes each in 0xA1-0xFE. Checked on the
+# CP949 encoding because Python's euc_kr codec silently spells extended syllables as 8 bytes.
+_KS_X_1001 = re.compile(rb"(?:[\x00-\x7f]|[\xa1-\xfe][\xa1-\xfe])*")
+
+
+def in_ks_x_1001(text: str) -> bool:
+    """Whether every character of `text` is ASCII or in KS X 1001 (EUC-KR can carry it)."""
+    try:
+        raw = text.encode("cp949")
+    except UnicodeEncodeError:
+        return False
+    return _KS_X_1001.fullmatch(raw) is not None
+
+
 class Unencodable(StrEnum):
     """What happens to a grapheme cluster that CP949 cannot carry (FALLBACK_UNENCODABLE)."""
 
@@ -71,7 +97,9 @@ class PreparedText:
         return self.size if self.size >= 0 else byte_length(self.text)
 
 
-def _encodes(text: str) -> bool:
+def _encodes(text: str, charset: Charset = Charset.CP949) -> bool:
+    if charset is Charset.EUC_KR:
+        return in_ks_x_1001(text)
     try:
         text.encode("cp949")
     except UnicodeEncodeError:
@@ -107,42 +135,59 @@ _PIECES = regex.compile(
 )
 
 
-def carry(text: str, policy: Unencodable) -> PreparedText:
+def carry(text: str, policy: Unencodable, charset: Charset = Charset.CP949) -> PreparedText:
     """§5.2 step 3: per grapheme cluster, drop selectors/joiners, then keep, replace or drop."""
-    if not _IGNORABLE.search(text) and _encodes(text):
+    if not _IGNORABLE.search(text) and _encodes(text, charset):
         return PreparedText(text)
     out: list[str] = []
     unencodable: list[str] = []
+
+    def refuse(cluster: str) -> None:
+        unencodable.append(cluster)
+        if policy is not Unencodable.DROP:
+            out.append("?")
+
     for run, cluster in _PIECES.findall(text):
         if run:
-            out.append(run)
+            if charset is Charset.CP949 or _encodes(run, charset):
+                out.append(run)
+                continue
+            # EUC-KR lacks some syllables of the run; each syllable is a cluster of its own.
+            for ch in run:
+                if _encodes(ch, charset):
+                    out.append(ch)
+                else:
+                    refuse(ch)
             continue
         kept = _IGNORABLE.sub("", cluster)
         if len(kept) > 1:
             kept = unicodedata.normalize("NFC", kept).translate(_AFTER_NFC_TABLE)
-        if _encodes(kept):
+        if _encodes(kept, charset):
             out.append(kept)
-            continue
-        unencodable.append(cluster)
-        if policy is not Unencodable.DROP:
-            out.append("?")
+        else:
+            refuse(cluster)
     return PreparedText("".join(out), tuple(unencodable))
 
 
-def prepare(text: str, policy: Unencodable) -> PreparedText:
+def prepare(text: str, policy: Unencodable, charset: Charset = Charset.CP949) -> PreparedText:
     """Apply every rule of §5.2 to a body or a title: `carry(normalise(text))`, made fast."""
     if text.isascii():
         text = normalise(text)
         return PreparedText(text, (), len(text))
     try:
-        size = len(text.encode("cp949"))
+        raw = text.encode("cp949")
     except UnicodeEncodeError:
-        return carry(normalise(text), policy)
+        return carry(normalise(text), policy, charset)
     # Text that CP949 encodes holds no selector, joiner or look-alike but the soft hyphen, so
-    # only NFC, carriage returns and that hyphen can still change it.
-    if "\r" in text or "\u00ad" in text or not unicodedata.is_normalized("NFC", text):
-        return carry(normalise(text), policy)
-    return PreparedText(text, (), size)
+    # only NFC, carriage returns, that hyphen and (EUC-KR) extended syllables can change it.
+    if (
+        "\r" in text
+        or "\u00ad" in text
+        or not unicodedata.is_normalized("NFC", text)
+        or (charset is Charset.EUC_KR and _KS_X_1001.fullmatch(raw) is None)
+    ):
+        return carry(normalise(text), policy, charset)
+    return PreparedText(text, (), len(raw))
 
 
 def byte_length(text: str) -> int:

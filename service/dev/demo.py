@@ -33,6 +33,7 @@ CHANNELS: dict[str, dict[str, Any] | None] = {
         "sendNo": "02-1599-0000",
         "title": "마이브랜드 알림",
         "unsubscribeNo": "080-123-4567",
+        "adName": "마이브랜드",
     },
     "sk-paused": {"enabled": False, "sendNo": "02-1599-0000"},
 }
