@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -22,11 +23,12 @@ from faststream.message import StreamMessage
 
 from service.config import ConfigError, ProcessingGuarantee, Settings
 from service.core.models import ChannelSettings, SenderNumberStatus
+from service.dedupe import PartitionedDedupe
 from service.http import make_http_app
-from service.kafka import ensure_topic, partition_count
+from service.kafka import ensure_internal_topic, partition_count
 from service.metrics import Metrics
 from service.processor import Processor
-from service.tables import RequestedFallbacks, Table
+from service.tables import Table
 from service.transactional import PartitionsNotCommitted
 from service.writer import Stopping
 
@@ -38,14 +40,15 @@ FAILED_BATCH_BACKOFF_SECONDS = 1.0
 
 @dataclass(slots=True)
 class Tables:
-    """The tables the service reads before it consumes (§3, §4, §9)."""
+    """The tables the service reads before it consumes (§3, §4), and the dedupe state (§9),
+    restored per partition on assignment."""
 
     channels: Table[ChannelSettings]
     sender_numbers: Table[SenderNumberStatus]
-    requested: RequestedFallbacks
+    requested: PartitionedDedupe
 
     def all(self) -> tuple[Table[Any], ...]:
-        return (self.channels, self.sender_numbers, self.requested.table)
+        return (self.channels, self.sender_numbers)
 
 
 async def _raw_records(message: StreamMessage[Any]) -> Any:
@@ -65,13 +68,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # The batch in flight writes its markers and commits before another member takes over.
         async with service.batch_lock:
             await service.writer.revoked(revoked)
+            # The state of partitions given up goes with them; the next owner restores it.
+            service.tables.requested.drop({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         service = self.service
         # Exactly-once: fence the previous owners first, then read where they committed.
         service.floors = await service.writer.assigned(assigned)
-        # Whatever the previous owner requested is in the changelog by now: read up to it.
-        await service.tables.requested.catch_up()
+        # The previous owner committed (or was fenced) before this: its markers are final.
+        await service.tables.requested.restore({tp.partition for tp in assigned})
         service.restored.set()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
@@ -106,6 +111,11 @@ class FallbackService:
         self.consuming = False
         self.subscriber = broker.subscriber(
             settings.input_topic,
+            # Events that arrived on a partition that does not own them come back here, to the
+            # same partition number as their owner; the range assignor gives partition p of both
+            # topics to the same member (co-partitioning, as Kafka Streams does).
+            settings.repartition_topic_name,
+            partition_assignment_strategy=(RangePartitionAssignor,),
             group_id=settings.group_id,
             batch=True,
             max_records=settings.batch_max_records,
@@ -126,7 +136,7 @@ class FallbackService:
         self.http_app = make_http_app(self.readiness, metrics.registry)
 
     @property
-    def requested(self) -> RequestedFallbacks:
+    def requested(self) -> PartitionedDedupe:
         return self.tables.requested
 
     @property
@@ -144,6 +154,8 @@ class FallbackService:
             return "loading " + ", ".join(waiting)
         if not self.consuming:
             return "consumer not running"
+        if not self.restored.is_set():
+            return "restoring the dedupe state of assigned partitions"
         return None
 
     def _owned(self, records: Sequence[Any]) -> Sequence[Any]:
@@ -231,27 +243,34 @@ class FallbackService:
         await self.sink.start()
         partitions = await partition_count(s, s.input_topic) or 1
         retention_ms = int(s.dedupe_retention_days * 86400 * 1000)
-        await ensure_topic(
+        await ensure_internal_topic(
             s,
+            "FALLBACK_DEDUPE_TOPIC",
             s.dedupe_topic_name,
             partitions=partitions,
             config={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
         )
+        await ensure_internal_topic(
+            s,
+            "FALLBACK_REPARTITION_TOPIC",
+            s.repartition_topic_name,
+            partitions=partitions,
+            config={"cleanup.policy": "delete", "retention.ms": str(retention_ms)},
+        )
+        self.requested.start(partitions)
         tables = self.tables.all()
         await asyncio.gather(*(t.start() for t in tables))
         await asyncio.gather(*(t.wait_loaded() for t in tables))
-        self.metrics.table_entries.labels("requested").set(len(self.requested))
         await self.broker.start()
         self.writer.attach(self.subscriber.consumer)
         self.consuming = True
         self.metrics.ready.set(1)
         log.info(
-            "consuming %s as group %s (%d channels, %d sender numbers, %d requested remembered)",
+            "consuming %s as group %s (%d channels, %d sender numbers)",
             s.input_topic,
             s.group_id,
             len(self.channels),
             len(self.sender_numbers),
-            len(self.requested),
         )
 
     async def stop(self) -> None:

@@ -17,13 +17,14 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from service.app import FallbackService, Tables
 from service.config import ProcessingGuarantee, Settings
+from service.dedupe import DigestSet, PartitionedDedupe
 from service.kafka import client_options, faststream_security, make_producer
 from service.metrics import Metrics
 from service.observe import Observer
 from service.processor import Processor
 from service.sinks import Sink
 from service.sinks.kafka import KafkaSink
-from service.tables import RequestedFallbacks, Table, decode_channel, decode_sender_number
+from service.tables import Table, decode_channel, decode_sender_number
 from service.transactional import TransactionalWriter
 from service.writer import AcknowledgedWriter, Writer
 
@@ -33,7 +34,7 @@ def _utc_now() -> datetime:
 
 
 def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) -> Tables:
-    """The three tables followed from compacted topics, reporting to `metrics`."""
+    """The tables followed from compacted topics and the dedupe state, reporting to `metrics`."""
     exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
 
     def invalid(table: str, detail: str) -> None:
@@ -41,6 +42,12 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
 
     def size(table: str, entries: int) -> None:
         metrics.table_entries.labels(table).set(entries)
+
+    def dedupe_size(states: dict[int, DigestSet]) -> None:
+        metrics.dedupe_entries.clear()
+        for partition, state in states.items():
+            metrics.dedupe_entries.labels(str(partition)).set(len(state))
+        metrics.dedupe_bytes.set(sum(state.nbytes for state in states.values()))
 
     return Tables(
         channels=Table(
@@ -59,11 +66,12 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
             on_invalid=invalid,
             on_change=size,
         ),
-        requested=RequestedFallbacks(
+        requested=PartitionedDedupe(
             settings.dedupe_topic_name,
             # Exactly-once: markers of aborted transactions must never count.
             {**options, "isolation_level": "read_committed"} if exactly_once else options,
             retention_seconds=settings.dedupe_retention_days * 86400,
+            on_change=dedupe_size,
         ),
     )
 
@@ -126,6 +134,7 @@ def build_service(
         policy=settings.policy(),
         events_topic=settings.events_topic,
         dlq_topic=settings.dlq_topic,
+        repartition_topic=settings.repartition_topic_name,
         channels=tables.channels.entries,
         sender_numbers=tables.sender_numbers.entries,
         requested=tables.requested,

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     # Internal: which fallbacks were already requested (§9). Default: "{group_id}.dedupe".
     dedupe_topic: str | None = None
     dedupe_retention_days: float = Field(7.0, gt=0)
+    # Internal: events forwarded to the partition that owns them. Default "{group_id}.repartition".
+    repartition_topic: str | None = None
     # Unset: 3, or fewer when the cluster has fewer brokers.
     internal_topic_replication: int | None = Field(None, ge=1, le=32)
 
@@ -201,6 +203,10 @@ class Settings(BaseSettings):
     @property
     def dedupe_topic_name(self) -> str:
         return self.dedupe_topic or f"{self.group_id}.dedupe"
+
+    @property
+    def repartition_topic_name(self) -> str:
+        return self.repartition_topic or f"{self.group_id}.repartition"
 
     def kafka(self) -> KafkaConnection:
         """The connection and security options shared by every Kafka client (service, CLI, demo)."""

@@ -119,12 +119,24 @@ async def admin_client(kafka: KafkaConnection) -> AsyncIterator[AIOKafkaAdminCli
         await admin.close()
 
 
-async def ensure_topic(
-    settings: Settings, name: str, *, partitions: int, config: dict[str, str]
+async def ensure_internal_topic(
+    settings: Settings, variable: str, name: str, *, partitions: int, config: dict[str, str]
 ) -> None:
-    """Create an internal topic when it is missing; an existing one is left as it is."""
+    """Create an internal topic partitioned like the input when it is missing.
+
+    An existing one must have the input's partition count: a fallback's owner partition is
+    `murmur2(fallbackId) % partitions`, so another count would put its state elsewhere.
+    """
     async with admin_client(settings.kafka()) as admin:
         if name in await admin.list_topics():
+            described = await admin.describe_topics([name])
+            found = len(described[0].get("partitions", [])) if described else 0
+            if found and found != partitions:
+                raise ConfigError(
+                    f"{variable}: topic {name} has {found} partitions but the input topic has "
+                    f"{partitions}; they must match (docs/reliability.md, "
+                    "changing the input's partition count)"
+                )
             return
         replication = settings.internal_topic_replication
         if replication is None:

@@ -58,3 +58,19 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("fallback_ready", "1 when the service is consuming", registry=r)
+        self.dedupe_entries = Gauge(
+            "fallback_dedupe_entries",
+            "Requested fallbacks remembered, per owned input partition",
+            ["partition"],
+            registry=r,
+        )
+        self.dedupe_bytes = Gauge(
+            "fallback_dedupe_bytes",
+            "Memory of the remembered fallbacks (all partitions)",
+            registry=r,
+        )
+        self.routed = Counter(
+            "fallback_routed",
+            "Events forwarded to the partition that owns their fallbackId (not keyed by it)",
+            registry=r,
+        )

@@ -58,6 +58,8 @@ class Observer:
                 malformed.error.value,
                 malformed.detail,
             )
+        if batch.routed:
+            metrics.routed.inc(batch.routed)
         metrics.batch_size.observe(records)
         processing = metrics.processing
         for _ in range(records):

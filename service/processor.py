@@ -40,16 +40,21 @@ _OWN_HEADERS = frozenset(
 
 
 class Dedupe(Protocol):
-    """Which fallbacks already count as requested (§5.1 rule 1), kept in a changelog topic."""
+    """Which fallbacks already count as requested (§5.1 rule 1), kept in a changelog topic
+    partitioned like the input: each fallback has an owner partition."""
 
     @property
     def topic(self) -> str: ...
 
-    def __contains__(self, fallback_id: str) -> bool: ...
+    def owner(self, fallback_id: str) -> int:
+        """The input partition that owns `fallback_id` (its state and its processing)."""
+        ...
+
+    def contains(self, partition: int, fallback_id: str) -> bool: ...
 
     async def catch_up(self) -> None: ...
 
-    def remember(self, fallback_ids: list[str], now_ms: int) -> None: ...
+    def remember(self, marked: list[tuple[int, str]], now_ms: int) -> None: ...
 
     @staticmethod
     def marker(fallback_id: str, requested_at: str) -> bytes: ...
@@ -60,14 +65,18 @@ class Batch:
     """What one batch of input records causes, in the order it must be written."""
 
     deliveries: list[Delivery] = field(default_factory=list)
+    # Dead letters, and events forwarded to the partition that owns them (repartition topic).
     dead_letters: list[Write] = field(default_factory=list)
+    routed: int = 0
     outcomes: list[Write] = field(default_factory=list)
     # Index in `outcomes` of each REQUESTED outcome → its delivery, for settlement.
     requested_at: dict[int, tuple[Delivery, Outcome]] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     malformed: list[tuple[ConsumerRecord, Malformed]] = field(default_factory=list)
     settled: list[SettledOutcome] = field(default_factory=list)
-    marked: list[str] = field(default_factory=list)  # fallbacks whose markers were written
+    # Owner partition and id of each fallback whose marker was written.
+    marked: list[tuple[int, str]] = field(default_factory=list)
+    owners: dict[str, int] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
@@ -90,6 +99,26 @@ def dead_letter(record: ConsumerRecord, malformed: Malformed, topic: str) -> Wri
     )
 
 
+ROUTED_FROM = "x-fallback-routed-from"
+
+
+def routed(record: ConsumerRecord, fallback_id: str, owner: int, topic: str) -> Write:
+    """The input record, keyed by its fallbackId, for the owner partition's repartition topic.
+
+    Its headers stay; one more says where it came from (`topic/partition/offset`).
+    """
+    headers = [(k, v) for k, v in (record.headers or ()) if k != ROUTED_FROM]
+    headers.append((ROUTED_FROM, f"{record.topic}/{record.partition}/{record.offset}".encode()))
+    return Write(
+        topic,
+        fallback_id.encode(),
+        record.value,
+        headers,
+        TopicPartition(record.topic, record.partition),
+        owner,
+    )
+
+
 class Processor:
     """Turns batches of failure events into SMS requests, outcomes and dead letters."""
 
@@ -99,6 +128,7 @@ class Processor:
         policy: Policy,
         events_topic: str,
         dlq_topic: str,
+        repartition_topic: str,
         channels: Mapping[str, ChannelSettings],
         sender_numbers: Mapping[str, SenderNumberStatus],
         requested: Dedupe,
@@ -110,6 +140,7 @@ class Processor:
         self.policy = policy
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
+        self.repartition_topic = repartition_topic
         self.channels = channels
         self.sender_numbers = sender_numbers
         self.requested = requested
@@ -124,6 +155,7 @@ class Processor:
         pending: set[str] = set()
         channels = self.channels
         sender_numbers = self.sender_numbers
+        requested = self.requested
         events_topic = self.events_topic
         for record in records:
             source = TopicPartition(record.topic, record.partition)
@@ -134,11 +166,19 @@ class Processor:
                 batch.malformed.append((record, event))
                 continue
             fid = event.fallback_id
+            owner = requested.owner(fid)
+            if owner != record.partition:
+                # Not this partition's fallback: its state lives with its owner. Forward it
+                # there, as it is; the owner decides it (and its offset here is done).
+                batch.dead_letters.append(routed(record, fid, owner, self.repartition_topic))
+                batch.routed += 1
+                continue
+            batch.owners[fid] = owner
             decision = decide(
                 event,
                 channels.get(event.senderKey),
                 sender_numbers,
-                already_requested=fid in pending or fid in self.requested,
+                already_requested=fid in pending or requested.contains(owner, fid),
                 now=now,
                 policy=self.policy,
                 received_ms=record.timestamp,
@@ -185,6 +225,7 @@ class Processor:
         stamp = timestamp(now)
         requested = [d for d in batch.deliveries if counts_as_requested(d.answer)]
         topic = self.requested.topic
+        owners = batch.owners
         await writer.write(
             [
                 Write(
@@ -192,11 +233,12 @@ class Processor:
                     d.request.fallbackId.encode(),
                     self.requested.marker(d.request.fallbackId, stamp),
                     source=d.source,
+                    partition=owners[d.request.fallbackId],
                 )
                 for d in requested
             ]
         )
-        batch.marked = [d.request.fallbackId for d in requested]
+        batch.marked = [(owners[d.request.fallbackId], d.request.fallbackId) for d in requested]
         await writer.write(self._with_settlements(batch))
 
     def _with_settlements(self, batch: Batch) -> list[Write]:

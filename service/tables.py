@@ -1,4 +1,4 @@
-"""Tables kept from compacted topics: channel settings, sender numbers, requested fallbacks.
+"""Tables kept from compacted topics: channel settings and sender numbers (§3, §4).
 
 Each replica reads every partition from the beginning with a group-less consumer, is *loaded*
 once its positions reach the end offsets captured at start, and then keeps following.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -198,72 +197,3 @@ def decode_sender_number(record: ConsumerRecord) -> tuple[str, SenderNumberStatu
         return key, SenderNumber.model_validate(_json(record)).status
     except ValidationError as exc:
         raise InvalidRecord(f"sender number {key}: {exc.errors(include_url=False)}") from None
-
-
-class RequestedFallbacks:
-    """Which fallbackIds already produced a REQUESTED outcome (§9), kept in a changelog topic.
-
-    The changelog is compacted, keyed by fallbackId, and read whole by every replica, so a
-    re-published event is recognised whatever partition it arrives on. Entries older than the
-    retention are forgotten.
-    """
-
-    def __init__(
-        self,
-        topic: str,
-        consumer_options: Mapping[str, Any],
-        *,
-        retention_seconds: float,
-        wall_clock_ms: Callable[[], float] = lambda: time.time() * 1000,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.retention_ms = int(retention_seconds * 1000)
-        self.table: Table[int] = Table("requested", topic, self._decode, consumer_options)
-        self._wall_clock_ms = wall_clock_ms
-        self._monotonic = monotonic
-        self._last_prune = monotonic()
-
-    @property
-    def topic(self) -> str:
-        return self.table.topic
-
-    async def catch_up(self) -> None:
-        """Apply every marker written to the changelog before this call."""
-        await self.table.catch_up()
-
-    def _decode(self, record: ConsumerRecord) -> tuple[str, int | None]:
-        key = _key(record)
-        if record.value is None:
-            return key, None
-        # The record timestamp is when it was requested; old ones are past remembering.
-        if record.timestamp < self._wall_clock_ms() - self.retention_ms:
-            return key, None
-        return key, int(record.timestamp)
-
-    def __contains__(self, fallback_id: str) -> bool:
-        return fallback_id in self.table.entries
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def remember(self, fallback_ids: list[str], now_ms: int) -> None:
-        """Record our own requests at once, before the changelog echoes them back."""
-        entries = self.table.entries
-        for fid in fallback_ids:
-            entries[fid] = now_ms
-        # Pruning walks every entry: once a minute is plenty for a retention of days.
-        if self._monotonic() - self._last_prune > 60:
-            self.prune(now_ms)
-
-    def prune(self, now_ms: int) -> None:
-        """Forget the fallbacks requested before the retention horizon."""
-        horizon = now_ms - self.retention_ms
-        entries = self.table.entries
-        for fid in [fid for fid, at in entries.items() if at < horizon]:
-            del entries[fid]
-        self._last_prune = self._monotonic()
-
-    @staticmethod
-    def marker(fallback_id: str, requested_at: str) -> bytes:
-        """The changelog value of one requested fallback (its key is the fallbackId)."""
-        return orjson.dumps({"fallbackId": fallback_id, "requestedAt": requested_at})

@@ -142,7 +142,11 @@ class TransactionalWriter:
                 if w.source is None:
                     raise ValueError(f"a transactional write needs its input partition: {w.topic}")
                 producer = await self._begun(w.source)
-                futures.append(await producer.send(w.topic, w.value, key=w.key, headers=w.headers))
+                futures.append(
+                    await producer.send(
+                        w.topic, w.value, key=w.key, headers=w.headers, partition=w.partition
+                    )
+                )
                 sources.append(w.source)
         except KafkaError as exc:
             await self._failed({w.source for w in writes if w.source is not None}, exc)

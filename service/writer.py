@@ -43,13 +43,15 @@ class Stopping(Exception):
 
 @dataclass(slots=True)
 class Write:
-    """One record to produce, and the input partition that caused it."""
+    """One record to produce, the input partition that caused it, and (when the key's
+    partitioner must not choose) the output partition."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     source: TopicPartition | None = None
+    partition: int | None = None
 
 
 class Writer(Protocol):
@@ -178,7 +180,9 @@ class AcknowledgedWriter:
         for index, w in enumerate(writes):
             try:
                 futures.append(
-                    await self.producer.send(w.topic, w.value, key=w.key, headers=w.headers)
+                    await self.producer.send(
+                        w.topic, w.value, key=w.key, headers=w.headers, partition=w.partition
+                    )
                 )
             except Exception as exc:  # a send refused at once counts like a failed ack
                 failed_at, first_error = index, exc

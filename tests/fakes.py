@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from service.tables import RequestedFallbacks
+from service.dedupe import DigestSet, PartitionedDedupe
 from service.writer import Write
 
 
@@ -57,11 +57,13 @@ class RecordingWriter:
         return [{w.topic for w in step} for step in self.steps]
 
 
-class MemoryDedupe(RequestedFallbacks):
-    """The real dedupe state with its changelog reader left out (nothing to catch up)."""
+class MemoryDedupe(PartitionedDedupe):
+    """The real dedupe state owning every partition, with its changelog reader left out."""
 
-    def __init__(self, topic: str = "dedupe", retention_seconds: float = 7 * 86400) -> None:
-        super().__init__(topic, {}, retention_seconds=retention_seconds)
+    def __init__(self, partitions: int = 1, topic: str = "dedupe") -> None:
+        super().__init__(topic, {}, retention_seconds=7 * 86400)
+        self.start(partitions)
+        self.states = {p: DigestSet() for p in range(partitions)}
         self.catch_ups = 0
 
     async def catch_up(self) -> None:
@@ -93,6 +95,7 @@ class ScriptedProducer:
         value: bytes | None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> asyncio.Future[None]:
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if isinstance(outcome, tuple) and outcome[0] == "refuse":

@@ -201,6 +201,11 @@ async def running(settings: Settings) -> AsyncIterator[FallbackService]:
     """The service in this process, started and ready; stopped cleanly afterwards."""
     service = build_service(settings)
     await asyncio.wait_for(service.start(), 30)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while service.readiness() is not None:  # assigned, and its dedupe state restored
+        assert loop.time() < deadline, service.readiness()
+        await asyncio.sleep(0.05)
     try:
         yield service
     finally:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import orjson
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from service.app import FallbackService
 from service.compose import build_service
@@ -121,11 +121,16 @@ async def test_tables_load_before_any_event_is_consumed(bootstrap: str, topics: 
     await put(bootstrap, topics.input, [("R1:1", event_dict())])
     await seed(bootstrap, topics)
     service = build_service(topics.settings(bootstrap))
-    assert service.readiness() == "loading channels, sender_numbers, requested"
+    assert service.readiness() == "loading channels, sender_numbers"
     await service.start()
     try:
-        assert service.readiness() is None
+        # Consuming; ready once its partitions are assigned and their dedupe state restored.
+        assert service.readiness() in {
+            None,
+            "restoring the dedupe state of assigned partitions",
+        }
         outcome = values(await read(bootstrap, topics.events, 1))[0]
+        assert service.readiness() is None
     finally:
         await service.stop()
     assert outcome["status"] == "REQUESTED"
@@ -195,31 +200,53 @@ async def test_duplicates_in_one_batch(bootstrap: str, topics: Topics) -> None:
 async def test_two_instances_split_partitions_without_duplicates(
     bootstrap: str, topics: Topics
 ) -> None:
-    await create_topics(bootstrap, topics, partitions=4)
+    await create_topics(bootstrap, topics, partitions=6)
     await seed(bootstrap, topics)
     settings = topics.settings(bootstrap)
     async with running(settings) as a, running(settings) as b:
 
-        def assigned(s: FallbackService) -> set[TopicPartition]:
+        def owned(s: FallbackService, topic: str) -> set[int]:
             consumer = s.subscriber.consumer
-            return set(consumer.assignment()) if consumer else set()
+            found = consumer.assignment() if consumer else set()
+            return {tp.partition for tp in found if tp.topic == topic}
 
-        await until(
-            lambda: assigned(a) and assigned(b) and len(assigned(a) | assigned(b)) == 4, within=30
-        )
-        assert not assigned(a) & assigned(b)
-        events = [event_dict(requestId=f"R{i}") for i in range(40)]
+        def split() -> bool:
+            mine, theirs = owned(a, topics.input), owned(b, topics.input)
+            return bool(mine and theirs and len(mine | theirs) == 6)
+
+        await until(lambda: split() and a.readiness() is None and b.readiness() is None, 30)
+        assert not owned(a, topics.input) & owned(b, topics.input)
+        # Co-partitioned: each instance has the same numbers of the repartition topic.
+        for s in (a, b):
+            assert owned(s, settings.repartition_topic_name) == owned(s, topics.input)
+        events = [event_dict(requestId=f"R{i}") for i in range(60)]
         await put(bootstrap, topics.input, [(f"R{i}:1", e) for i, e in enumerate(events)])
-        await read(bootstrap, topics.events, 40)
-        # The same events again, keyed differently so that they land on other partitions.
+        await read(bootstrap, topics.events, 60)
+        # The same events again, keyed differently so that most land on a partition that does
+        # not own them: they are routed to the owner and skipped there.
         await put(bootstrap, topics.input, [(f"again-{i}", e) for i, e in enumerate(events)])
-        outcomes = values(await read(bootstrap, topics.events, 80))
+        outcomes = values(await read(bootstrap, topics.events, 120))
+        await asyncio.sleep(0.3)
         handled_a = sample(a, "fallback_batch_records_sum")
         handled_b = sample(b, "fallback_batch_records_sum")
+        routed = sample(a, "fallback_routed_total") + sample(b, "fallback_routed_total")
+        # Each instance remembers only the fallbacks of its own partitions (ask its metrics).
+        for s in (a, b):
+            mine = owned(s, topics.input)
+            held = {p for p in range(6) if sample(s, "fallback_dedupe_entries", partition=str(p))}
+            assert held <= mine
+            for i in range(60):
+                fid = f"R{i}:1"
+                assert (fid in s.requested) == (s.requested.owner(fid) in mine)
+        entries = sum(
+            sample(s, "fallback_dedupe_entries", partition=str(p)) for s in (a, b) for p in range(6)
+        )
     requests = values(await read_all(bootstrap, topics.output))
-    assert sorted(r["fallbackId"] for r in requests) == sorted(f"R{i}:1" for i in range(40))
-    assert sum(o["status"] == "SKIPPED" and o["reason"] == "duplicate" for o in outcomes) == 40
+    assert sorted(r["fallbackId"] for r in requests) == sorted(f"R{i}:1" for i in range(60))
+    assert sum(o["status"] == "SKIPPED" and o["reason"] == "duplicate" for o in outcomes) == 60
     assert handled_a > 0 and handled_b > 0
+    assert routed > 0
+    assert entries == 60
 
 
 async def test_commits_follow_outputs(bootstrap: str, topics: Topics) -> None:
@@ -260,3 +287,53 @@ async def test_a_failing_batch_is_read_again_not_lost(
     assert failures == [1]
     assert [o["fallbackId"] for o in outcomes] == ["R1:1", "R1:2", "R1:3"]
     assert await committed(bootstrap, settings.group_id, topics.input) == {0: 3}
+
+
+async def test_a_rebalance_moves_the_state(bootstrap: str, topics: Topics) -> None:
+    await create_topics(bootstrap, topics, partitions=4)
+    await seed(bootstrap, topics)
+    settings = topics.settings(bootstrap)
+    events = [(f"M{i}:1", event_dict(requestId=f"M{i}")) for i in range(40)]
+    async with running(settings) as a:
+        await put(bootstrap, topics.input, events)
+        await read(bootstrap, topics.events, 40)
+        async with running(settings) as b:  # b joins: half of a's partitions move to b
+            await until(lambda: len(b.requested.states) == 2 and len(a.requested.states) == 2, 30)
+            assert set(a.requested.states).isdisjoint(b.requested.states)
+            # b restored the markers a wrote for the partitions it took over.
+            moved = [fid for fid, _ in events if b.requested.owner(fid) in b.requested.states]
+            assert moved and all(fid in b.requested for fid in moved)
+            await put(bootstrap, topics.input, events)  # the same events, the same keys
+            outcomes = values(await read(bootstrap, topics.events, 80))
+    assert sum(o["reason"] == "duplicate" for o in outcomes) == 40
+    assert len(await read_all(bootstrap, topics.output)) == 40
+
+
+async def test_markers_of_the_previous_layout_are_kept(bootstrap: str, topics: Topics) -> None:
+    """Before sharding, markers were written keyed by fallbackId with the default partitioner
+    to a changelog partitioned like the input: that is the owner partition, so an upgraded
+    service finds every one of them."""
+    await create_topics(bootstrap, topics, partitions=3)
+    await seed(bootstrap, topics)
+    settings = topics.settings(bootstrap)
+    from service.kafka import ensure_internal_topic
+
+    await ensure_internal_topic(
+        settings, "FALLBACK_DEDUPE_TOPIC", settings.dedupe_topic_name, partitions=3, config={}
+    )
+    old = [f"OLD{i}:1" for i in range(30)]
+    await put(
+        bootstrap,
+        settings.dedupe_topic_name,
+        [(fid, {"fallbackId": fid, "requestedAt": "2026-11-25T09:00:00.000+09:00"}) for fid in old],
+    )
+    async with running(settings) as service:
+        assert all(fid in service.requested for fid in old)
+        await put(
+            bootstrap,
+            topics.input,
+            [(f"re-{i}", event_dict(requestId=f"OLD{i}")) for i in range(30)],
+        )
+        outcomes = values(await read(bootstrap, topics.events, 30))
+    assert [o["reason"] for o in outcomes] == ["duplicate"] * 30
+    assert await read_all(bootstrap, topics.output) == []

@@ -18,7 +18,7 @@ async def test_fakes_replace_the_adapters() -> None:
     assert service.processor.writer is writer and service.writer is writer
     assert service.processor.clock() == NOON_KST
     # Nothing is started by building: not ready, tables not loading yet.
-    assert service.readiness() == "loading channels, sender_numbers, requested"
+    assert service.readiness() == "loading channels, sender_numbers"
 
 
 async def test_defaults_are_the_kafka_sink_on_the_at_least_once_writer() -> None:

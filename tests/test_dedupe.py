@@ -1,79 +1,133 @@
-"""The requested-fallbacks memory (§9): retention when loading, pruning while running."""
+"""The dedupe state (§9): owner partitions, the compact digest set, retention and pruning."""
 
 from __future__ import annotations
 
-import orjson
+import random
 
-from service.tables import RequestedFallbacks
-from tests.factories import record
+import numpy as np
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
-DAY_MS = 86_400_000
+from service.dedupe import DigestSet, PartitionedDedupe, digest_key, owner_partition
+
+DAY = 86_400
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 6, 7, 64])
+def test_the_owner_is_where_kafkas_default_partitioner_puts_the_fallback_id(
+    partitions: int,
+) -> None:
+    # A producer that keys by fallbackId (Java clients, aiokafka, librdkafka's murmur2_random)
+    # lands every event on its owner: nothing is routed.
+    rng = random.Random(7)
+    everything = list(range(partitions))
+    for _ in range(500):
+        fid = f"{rng.getrandbits(64):x}:{rng.randint(1, 1000)}"
+        chosen = DefaultPartitioner()(fid.encode(), everything, everything)
+        assert owner_partition(fid, partitions) == chosen
+
+
+def test_digest_set_remembers_and_forgets() -> None:
+    state = DigestSet()
+    state.add("R1:1", 1000)
+    assert "R1:1" in state and "R1:2" not in state and len(state) == 1
+    state.add("R1:1", 2000)  # again: one entry, the later time
+    assert len(state) == 1
+    state.add("R1:2", 5000)
+    assert state.prune(horizon_seconds=3000) == 1
+    assert "R1:1" not in state and "R1:2" in state and len(state) == 1
+    assert state.prune(horizon_seconds=3000) == 0
+
+
+def test_digest_set_stays_within_40_bytes_a_fallback() -> None:
+    state = DigestSet()
+    ids = [f"REQ{i}:{i % 7 + 1}" for i in range(50_000)]
+    for i, fid in enumerate(ids):
+        state.add(fid, 1_700_000_000 + i)
+    assert len(state) == 50_000
+    assert all(fid in state for fid in ids)
+    assert not any(f"OTHER{i}:1" in state for i in range(5_000))
+    assert state.nbytes / len(state) <= 40
+
+
+def test_bulk_load_keeps_the_latest_time_of_a_repeated_id() -> None:
+    state = DigestSet()
+    state.add("kept:1", 500)
+    ids = [b"a:1", b"b:1", b"a:1", b"kept:1"]
+    digests = b"".join(digest_key(k) for k in ids)
+    state.load(digests, np.array([100, 200, 300, 50]))
+    assert len(state) == 3
+    assert all(k in state for k in ("a:1", "b:1", "kept:1"))
+    assert state.prune(horizon_seconds=250) == 1  # b (200) goes; a (300) and kept (500) stay
+    assert "b:1" not in state and "a:1" in state and "kept:1" in state
+
+
+def test_pruning_shrinks_the_table() -> None:
+    state = DigestSet()
+    for i in range(20_000):
+        state.add(f"R{i}:1", 1000 if i < 19_000 else 9000)
+    big = state.nbytes
+    assert state.prune(horizon_seconds=5000) == 19_000
+    assert len(state) == 1000 and state.nbytes < big / 4
+    assert all(f"R{i}:1" in state for i in range(19_000, 20_000))
 
 
 class Clocks:
     def __init__(self) -> None:
-        self.wall_ms = 100 * DAY_MS
+        self.wall = 100.0 * DAY
         self.mono = 0.0
 
 
-def memory(clocks: Clocks, days: float = 7) -> RequestedFallbacks:
-    return RequestedFallbacks(
+def dedupe(clocks: Clocks, partitions: int = 3, days: float = 7) -> PartitionedDedupe:
+    d = PartitionedDedupe(
         "dedupe",
         {},
-        retention_seconds=days * 86400,
-        wall_clock_ms=lambda: clocks.wall_ms,
+        retention_seconds=days * DAY,
+        wall_clock=lambda: clocks.wall,
         monotonic=lambda: clocks.mono,
     )
+    d.start(partitions)
+    d.states = {p: DigestSet() for p in range(partitions)}
+    return d
 
 
-def marker(fid: str, at_ms: int) -> object:
-    r = record(orjson.dumps({"fallbackId": fid}), key=fid.encode())
-    r.timestamp = at_ms
-    return r
+def test_remember_per_owner_partition_and_drop_on_revocation() -> None:
+    d = dedupe(Clocks())
+    fids = [f"R{i}:1" for i in range(30)]
+    d.remember([(d.owner(f), f) for f in fids], int(Clocks().wall * 1000))
+    assert all(f in d for f in fids)
+    assert sum(len(s) for s in d.states.values()) == 30
+    gone = d.owner(fids[0])
+    d.drop([gone])
+    assert gone not in d.states
+    assert all((f in d) == (d.owner(f) != gone) for f in fids)
 
 
-def test_loading_keeps_markers_within_retention_and_drops_older_ones() -> None:
+def test_remember_prunes_at_most_once_an_hour() -> None:
     clocks = Clocks()
-    requested = memory(clocks)
-    decode = requested.table._decode
-    assert decode(marker("new", clocks.wall_ms - DAY_MS)) == ("new", clocks.wall_ms - DAY_MS)
-    assert decode(marker("edge", clocks.wall_ms - 7 * DAY_MS))[1] == clocks.wall_ms - 7 * DAY_MS
-    assert decode(marker("old", clocks.wall_ms - 7 * DAY_MS - 1)) == ("old", None)
+    d = dedupe(clocks, partitions=1, days=1)
+    now_ms = int(clocks.wall * 1000)
+    d.remember([(0, "old")], now_ms - 2 * DAY * 1000)
+    clocks.mono = 1800
+    d.remember([(0, "x")], now_ms)
+    assert "old" in d  # too soon to walk every entry again
+    clocks.mono = 3601
+    d.remember([(0, "y")], now_ms)
+    assert "old" not in d and "x" in d and "y" in d
 
 
-def test_tombstone_forgets() -> None:
-    requested = memory(Clocks())
-    tombstone = record(None, key=b"R1:1")
-    assert requested.table._decode(tombstone) == ("R1:1", None)
-
-
-def test_remember_then_prune_past_the_horizon() -> None:
-    clocks = Clocks()
-    requested = memory(clocks, days=1)
-    now = clocks.wall_ms
-    requested.remember(["a", "b"], now - 2 * DAY_MS)
-    requested.remember(["c"], now)
-    assert {"a", "b", "c"} <= set(requested.table.entries)
-    requested.prune(now)
-    assert "a" not in requested and "b" not in requested and "c" in requested
-    assert len(requested) == 1
-
-
-def test_remember_prunes_at_most_once_a_minute() -> None:
-    clocks = Clocks()
-    requested = memory(clocks, days=1)
-    now = clocks.wall_ms
-    requested.remember(["old"], now - 2 * DAY_MS)
-    clocks.mono = 30
-    requested.remember(["x"], now)
-    assert "old" in requested  # too soon to walk every entry again
-    clocks.mono = 61
-    requested.remember(["y"], now)
-    assert "old" not in requested and {"x", "y"} <= set(requested.table.entries)
+def test_a_fallback_of_a_partition_not_owned_here_is_not_known_here() -> None:
+    d = dedupe(Clocks())
+    fid = "R1:1"
+    d.drop([d.owner(fid)])
+    d.remember([(d.owner(fid), fid)], 0)  # its owner's state is elsewhere: nothing to do
+    assert fid not in d
 
 
 def test_marker_value() -> None:
-    value = RequestedFallbacks.marker("R1:1", "2026-11-25T12:00:00.000+09:00")
+    import orjson
+
+    value = PartitionedDedupe.marker("R1:1", "2026-11-25T12:00:00.000+09:00")
     assert orjson.loads(value) == {
         "fallbackId": "R1:1",
         "requestedAt": "2026-11-25T12:00:00.000+09:00",

@@ -9,6 +9,7 @@ import pytest
 
 from service.core.rules import Policy
 from service.core.settle import ProviderAnswer
+from service.dedupe import owner_partition
 from service.metrics import Metrics
 from service.observe import Observer
 from service.processor import Processor
@@ -30,6 +31,7 @@ def build(
         policy=Policy(quiet_hours=None),
         events_topic="events",
         dlq_topic="dlq",
+        repartition_topic="repartition",
         channels={SENDER_KEY: channel()},
         sender_numbers=REGISTRY,
         requested=MemoryDedupe(),
@@ -50,25 +52,28 @@ def count(metrics: Metrics, status: str, reason: str = "") -> float:
 
 async def test_steps_in_order_requests_markers_outcomes_commit() -> None:
     processor, sink, writer, metrics = build()
+    dedupe = processor.requested = MemoryDedupe(partitions=2)
+    a, b = _owned_by(0, 2)[:2]
+    c = _owned_by(1, 2)[0]
     records = [
-        record(event_dict(recipientSeq=1), offset=0),
+        record(event_dict(recipientSeq=a), offset=0),
         record(b"junk", offset=1),
-        record(event_dict(recipientSeq=2, senderKey="nope"), offset=2),
-        record(event_dict(recipientSeq=3), offset=3, partition=1),
+        record(event_dict(recipientSeq=b, senderKey="nope"), offset=2),
+        record(event_dict(recipientSeq=c), offset=3, partition=1),
     ]
     await processor.process(records)
-    assert [d.request.fallbackId for d in sink.delivered] == ["R1:1", "R1:3"]
+    assert [d.request.fallbackId for d in sink.delivered] == [f"R1:{a}", f"R1:{c}"]
     assert [d.source.partition for d in sink.delivered] == [0, 1]
     # Dead letters beside the requests, then markers, then outcomes; then the commit.
     assert writer.topics() == [{"dlq"}, {"dedupe"}, {"events"}]
-    assert [w.key for w in writer.steps[1]] == [b"R1:1", b"R1:3"]
+    assert [w.key for w in writer.steps[1]] == [f"R1:{a}".encode(), f"R1:{c}".encode()]
     assert [orjson.loads(w.value or b"")["status"] for w in writer.steps[2]] == [
         "REQUESTED",
         "SKIPPED",
         "REQUESTED",
     ]
     assert writer.commits == [{("in", 0): 3, ("in", 1): 4}]
-    assert "R1:1" in processor.requested and "R1:2" not in processor.requested
+    assert f"R1:{a}" in dedupe and f"R1:{b}" not in dedupe
     assert count(metrics, "REQUESTED") == 2
 
 
@@ -136,7 +141,7 @@ async def test_a_delivering_sink_settles_after_each_requested_outcome() -> None:
     }
     # Only the SENT one counts as requested: a FAILED one may be re-published after a fix.
     assert [w.key for w in writer.steps[0]] == [b"R1:1"]
-    assert "R1:2" not in processor.requested
+    assert not processor.requested.contains(0, "R1:2")
     assert count(metrics, "SENT") == 1 and count(metrics, "FAILED", "provider_rejected") == 1
 
 
@@ -180,3 +185,41 @@ def test_clock_is_injected() -> None:
     processor.clock = lambda: moments[0]
     batch = processor.convert([record(event_dict())], processor.clock())
     assert batch.decisions[0].outcome.processedAt.startswith("2026-11-25T12:00:00")
+
+
+def _owned_by(partition: int, partitions: int) -> list[int]:
+    """Recipient sequence numbers whose fallback `R1:{seq}` is owned by `partition`."""
+    return [s for s in range(1, 200) if owner_partition(f"R1:{s}", partitions) == partition]
+
+
+async def test_an_event_on_a_partition_that_does_not_own_it_is_routed_to_its_owner() -> None:
+    processor, sink, writer, metrics = build()
+    processor.requested = MemoryDedupe(partitions=3)
+    here, there = _owned_by(0, 3)[0], _owned_by(2, 3)[0]
+    records = [
+        record(event_dict(recipientSeq=here), offset=0, headers=(("trace", b"t"),)),
+        record(event_dict(recipientSeq=there), offset=1, key=b"not-the-id"),
+    ]
+    await processor.process(records)
+    assert [d.request.fallbackId for d in sink.delivered] == [f"R1:{here}"]
+    forwarded = writer.steps[0]
+    assert [(w.topic, w.key, w.partition) for w in forwarded] == [
+        ("repartition", f"R1:{there}".encode(), 2)
+    ]
+    assert forwarded[0].value == records[1].value  # the event as it came
+    assert dict(forwarded[0].headers)["x-fallback-routed-from"] == b"in/0/1"
+    # It gets no outcome here, and its offset is done here: its owner decides it.
+    outcomes = [orjson.loads(w.value or b"")["fallbackId"] for w in writer.steps[-1]]
+    assert outcomes == [f"R1:{here}"]
+    assert writer.commits == [{("in", 0): 2}]
+    assert metrics.registry.get_sample_value("fallback_routed_total") == 1
+
+
+async def test_markers_go_to_the_owner_partition_of_the_changelog() -> None:
+    processor, _, writer, _ = build()
+    processor.requested = MemoryDedupe(partitions=3)
+    seq = _owned_by(1, 3)[0]
+    await processor.process([record(event_dict(recipientSeq=seq), partition=1)])
+    markers = writer.steps[0]
+    assert [(w.topic, w.key, w.partition) for w in markers] == [("dedupe", f"R1:{seq}".encode(), 1)]
+    assert processor.requested.contains(1, f"R1:{seq}")

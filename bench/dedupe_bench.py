@@ -1,0 +1,124 @@
+"""The dedupe state at 1,000,000 remembered fallbacks: memory, and restore time per broker.
+
+Writes 1,000,000 markers (as the service writes them: keyed by fallbackId, in the owner
+partition) to a 6-partition changelog, then restores them as a replica does on assignment: all
+six partitions in one replica, and three each in two replicas. Reports bytes per remembered
+fallback (the digest tables, and the process's resident memory growth), and seconds to restore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.config import load_settings
+from service.dedupe import PartitionedDedupe, owner_partition
+from service.dev.apache_kafka import missing_tools, start_apache_kafka
+from service.dev.broker import start_broker
+from service.kafka import admin_client
+
+COUNT = 1_000_000
+PARTITIONS = 6
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 1e6
+
+
+async def write_markers(bootstrap: str, topic: str) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1024 * 1024
+    )
+    await producer.start()
+    began = time.monotonic()
+    try:
+        value = PartitionedDedupe.marker("x", "2026-11-25T12:00:00.000+09:00")
+        futures = []
+        for i in range(COUNT):
+            fid = f"20261125-{i:09d}:{i % 5 + 1}"
+            futures.append(
+                await producer.send(
+                    topic, value, key=fid.encode(), partition=owner_partition(fid, PARTITIONS)
+                )
+            )
+            if len(futures) >= 50_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.monotonic() - began
+
+
+async def restore(bootstrap: str, topic: str, partitions: list[int]) -> PartitionedDedupe:
+    dedupe = PartitionedDedupe(topic, {"bootstrap_servers": bootstrap}, retention_seconds=7 * 86400)
+    dedupe.start(PARTITIONS)
+    await dedupe.restore(partitions)
+    return dedupe
+
+
+async def create_changelog(bootstrap: str, topic: str) -> None:
+    from aiokafka.admin import NewTopic
+
+    async with admin_client(load_settings(kafka_bootstrap_servers=bootstrap).kafka()) as admin:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+
+
+async def measure(name: str, bootstrap: str) -> None:
+    topic = "bench.dedupe"
+    await create_changelog(bootstrap, topic)
+    wrote = await write_markers(bootstrap, topic)
+    before = rss_mb()
+    began = time.monotonic()
+    one = await restore(bootstrap, topic, list(range(PARTITIONS)))
+    whole = time.monotonic() - began
+    grown = rss_mb() - before
+    held = len(one)
+    table = sum(s.nbytes for s in one.states.values())
+    del one
+    began = time.monotonic()
+    halves = await asyncio.gather(
+        restore(bootstrap, topic, [0, 1, 2]), restore(bootstrap, topic, [3, 4, 5])
+    )
+    both = time.monotonic() - began
+    print(
+        f"{name}: {held:,} markers (written in {wrote:.1f}s); one replica restores all in "
+        f"{whole:.1f}s; tables {table / held:.1f} bytes/fallback ({table / 1e6:.1f} MB), "
+        f"process grew {grown:.0f} MB ({grown * 1e6 / held:.0f} bytes/fallback); two replicas "
+        f"hold {len(halves[0]):,} and {len(halves[1]):,} "
+        f"({sum(s.nbytes for s in halves[0].states.values()) / 1e6:.1f} and "
+        f"{sum(s.nbytes for s in halves[1].states.values()) / 1e6:.1f} MB), "
+        f"restored side by side in {both:.1f}s"
+    )
+
+
+async def main() -> None:
+    tansu = start_broker()
+    try:
+        await measure("tansu", tansu.bootstrap)
+    finally:
+        tansu.stop()
+    why = missing_tools()
+    if why is not None:
+        print(f"apache kafka: skipped ({why})")
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        kafka = await asyncio.to_thread(start_apache_kafka, Path(directory))
+        try:
+            await measure("apache-kafka", kafka.bootstrap)
+        finally:
+            kafka.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
