@@ -19,6 +19,7 @@ import bisect
 import hashlib
 import logging
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -237,7 +238,8 @@ class PartitionedDedupe:
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             digests = {p: bytearray() for p in wanted}
-            stamps: dict[int, list[int]] = {p: [] for p in wanted}
+            # Compact buffers: a restore may read millions of markers.
+            stamps = {p: array("I") for p in wanted}
             horizon_ms = (self._wall_clock() - self.retention_seconds) * 1000
             pending = {tp for tp, end in ends.items() if end > 0}
             while pending:
@@ -256,7 +258,8 @@ class PartitionedDedupe:
         states = {}
         for p in wanted:
             states[p] = DigestSet()
-            states[p].load(bytes(digests[p]), np.array(stamps[p], dtype=np.int64))
+            states[p].load(bytes(digests[p]), np.frombuffer(stamps[p], dtype=np.uint32))
+            digests[p] = bytearray()
         self.states.update(states)
         self._on_change(self.states)
         log.info(
