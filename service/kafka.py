@@ -151,25 +151,6 @@ async def ensure_internal_topic(
         log.info("created internal topic %s with %d partitions", name, partitions)
 
 
-async def create_contract_topics(settings: Settings, *, partitions: int) -> None:
-    """Create the six topics of §1 that are missing, as a deployer would (dev demo, tests)."""
-    async with admin_client(settings.kafka()) as admin:
-        existing = set(await admin.list_topics())
-        data = (
-            settings.input_topic,
-            settings.output_topic,
-            settings.events_topic,
-            settings.dlq_topic,
-        )
-        tables = (settings.channel_settings_topic, settings.sender_numbers_topic)
-        wanted = [NewTopic(t, partitions, 1) for t in data] + [
-            NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"}) for t in tables
-        ]
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            await admin.create_topics(missing)
-
-
 async def partition_count(settings: Settings, topic: str) -> int | None:
     """How many partitions `topic` has, or None when it does not exist."""
     async with admin_client(settings.kafka()) as admin:

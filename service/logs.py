@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -18,6 +19,25 @@ def mask_number(number: str) -> str:
     head = number[:3] if len(number) > 7 else number[:1]
     tail = number[-4:]
     return head + "*" * (len(number) - len(head) - len(tail)) + tail
+
+
+# A run of digits, with the separators phone numbers are written with, of 8 digits or more.
+_NUMBER_LIKE = re.compile(r"(?<![\d])\+?\d(?:[\d\-. ]*\d)?(?![\d])")
+
+
+def mask_numbers_in(text: str) -> str:
+    """Free text with every phone-number-like run of 8 or more digits masked like
+    `mask_number` (separators kept): `010-1234-5678` → `010-****-5678`."""
+
+    def mask(match: re.Match[str]) -> str:
+        found = match.group(0)
+        places = [i for i, ch in enumerate(found) if ch.isdigit()]
+        if len(places) < 8:
+            return found
+        hidden = set(places[3:-4])
+        return "".join("*" if i in hidden else ch for i, ch in enumerate(found))
+
+    return _NUMBER_LIKE.sub(mask, text)
 
 
 class JsonFormatter(logging.Formatter):

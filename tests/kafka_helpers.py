@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from service.app import FallbackService
 from service.compose import build_service
 from service.config import Settings, load_settings
-from service.kafka import create_contract_topics, refresh_metadata
+from service.kafka import refresh_metadata
+from service.operations import create_topics as create_all_topics
 from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO, event_dict
 
 
@@ -101,7 +102,8 @@ def _env_value(value: Any) -> str:
 
 
 async def create_topics(bootstrap: str, topics: Topics, *, partitions: int = 3) -> None:
-    await create_contract_topics(topics.settings(bootstrap), partitions=partitions)
+    """The contract's topics and the service's internal ones, as `topics create` makes them."""
+    await create_all_topics(topics.settings(bootstrap), partitions=partitions, replication=1)
 
 
 @contextlib.asynccontextmanager

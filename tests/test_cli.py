@@ -72,7 +72,7 @@ def test_bad_arguments_print_usage(capsys: pytest.CaptureFixture[str], argv: lis
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "usage: fallback-service" in capsys.readouterr().err
+    assert "usage: fallback-service" in capsys.readouterr().err.lower()
 
 
 def test_bad_configuration_names_the_variable(
@@ -183,4 +183,4 @@ def test_preview_refuses_bad_new_arguments(
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "usage: fallback-service" in capsys.readouterr().err
+    assert "usage: fallback-service" in capsys.readouterr().err.lower()

@@ -56,3 +56,20 @@ def test_readme_lists_only_known_variables() -> None:
         if m not in KNOWN and not m.startswith(("FALLBACK_KAFKA_SSL_", "FALLBACK_TEST_"))
     }
     assert not unknown, unknown
+
+
+def test_topics_are_created_by_the_cli_verb() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    topics = compose["services"]["topics"]
+    assert topics["command"][:2] == ["topics", "create"]
+    assert compose["services"]["fallback"]["depends_on"]["topics"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert "--create" not in (ROOT / "docker-compose.yml").read_text()  # no shell loop
+    jobs = [
+        d
+        for d in yaml.safe_load_all((ROOT / "deploy" / "fallback-service.yaml").read_text())
+        if d["kind"] == "Job"
+    ]
+    container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["topics", "create"]

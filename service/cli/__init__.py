@@ -1,39 +1,66 @@
-"""`fallback-service`: the command line, one module per verb (`run`, `preview`)."""
+"""`fallback-service`: the command line, one module per verb, on Typer.
 
-from __future__ import annotations
+Exit status: 0 success, 1 a refusal or not found (one line on standard error saying what to do),
+2 bad usage (usage on standard error, nothing written) or a bad configuration.
+"""
 
-import argparse
 import sys
 from collections.abc import Sequence
 
-from service.cli import preview, run
+import click
+import typer
+
+from service.cli import channels, dlq, find, preview, run, sendnos, tail, topics
 from service.config import ConfigError
 
-VERBS = {"run": run, "preview": preview}
+app = typer.Typer(
+    name="fallback-service",
+    help="AlimTalk to SMS/LMS fallback delivery (대체발송). Configured by FALLBACK_* variables.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command("run")(run.run)
+app.command("preview")(preview.preview)
+app.add_typer(channels.app, name="channels")
+app.add_typer(sendnos.app, name="sendnos")
+app.add_typer(topics.app, name="topics")
+app.add_typer(dlq.app, name="dlq")
+app.command("tail")(tail.tail)
+app.command("find")(find.find)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The whole command line: every verb adds its own sub-parser."""
-    top = argparse.ArgumentParser(
-        prog="fallback-service",
-        description="AlimTalk to SMS/LMS fallback delivery (대체발송).",
-    )
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for verb in VERBS.values():
-        verb.add_parser(commands)
-    return top
+# Recent Typer versions carry their own copy of click: catch both families.
+_USAGE_ERRORS: tuple[type[click.UsageError], ...] = tuple(
+    {click.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")}
+)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.Abort, typer.Abort)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fallback-service` console script."""
-    top = parser()
-    args = top.parse_args(argv)
+    command = typer.main.get_command(app)
     try:
-        code: int = VERBS[args.command].main(args, top)
-        return code
+        # Not standalone: an Exit's code comes back as the result instead of a SystemExit.
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="fallback-service",
+            standalone_mode=False,
+        )
+    except _USAGE_ERRORS as exc:
+        exc.show()  # usage and the error, on standard error
+        raise SystemExit(2) from None
+    except _EXITS as exc:
+        return int(exc.exit_code)
+    except _ABORTS:
+        print("fallback-service: aborted", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"fallback-service: {exc}", file=sys.stderr)
         return 2
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,15 +1,13 @@
 """`fallback-service preview`: how a text will be sent, decided by the service's own `decide`."""
 
-from __future__ import annotations
-
-import argparse
 import dataclasses
 import sys
 import unicodedata
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated
 
+import typer
 from pydantic import ValidationError
 
 from service.config import load_settings
@@ -26,47 +24,6 @@ _HINTS = {
     "the 080 number",
     Reason.UNSUBSCRIBE_NUMBER_INVALID: "the opt-out number must be 080 and 7-8 more digits",
 }
-
-
-def add_parser(commands: Any) -> None:
-    preview = commands.add_parser(
-        "preview",
-        help="show how a text will be sent: type, bytes, final text, what was changed",
-        description=(
-            "Show how a fallback text will be sent, using the limits and text policy of the "
-            "FALLBACK_* environment (sender-number registry and quiet hours are not consulted). "
-            "Exit status 0 when it would be sent, 1 when it would be rejected."
-        ),
-    )
-    preview.add_argument("text", nargs="?", help="the body; read from standard input if omitted")
-    preview.add_argument("--type", choices=["SMS", "LMS"], type=str.upper, help="force a type")
-    preview.add_argument("--title", help="LMS title (resendTitle or the channel's title)")
-    preview.add_argument("--plus-friend-id", help="the channel's search ID, a title fallback")
-    preview.add_argument("--ad", action="store_true", help="an advertising fallback")
-    preview.add_argument("--unsubscribe-no", help="080 opt-out number, required with --ad")
-    preview.add_argument(
-        "--framed",
-        action="store_true",
-        help="with --ad: the text already carries (광고) and the opt-out (a resendContent)",
-    )
-    preview.add_argument(
-        "--international", action="store_true", help="recipient outside Korea (SMS only)"
-    )
-    preview.add_argument(
-        "--unencodable",
-        choices=[p.value for p in Unencodable],
-        help="policy for characters the charset cannot carry (default: FALLBACK_UNENCODABLE)",
-    )
-    preview.add_argument(
-        "--charset",
-        choices=[c.value for c in Charset],
-        type=str.lower,
-        help="what the SMS service carries: cp949, or euc-kr (KS X 1001 only; "
-        "default: FALLBACK_CHARSET)",
-    )
-    preview.add_argument(
-        "--ad-name", help="with --ad: the sender's name after (광고) (the channel's adName)"
-    )
 
 
 def preview_decision(
@@ -145,53 +102,106 @@ def report(message: Message, text: str, policy: Unencodable, limits_line: str) -
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Print how `args.text` would be sent; 0 when it would be sent, 1 when rejected."""
-    if args.ad and not args.unsubscribe_no:
-        parser.error("--ad needs --unsubscribe-no")
-    if args.framed and not args.ad:
-        parser.error("--framed goes with --ad")
-    if args.ad_name and not args.ad:
-        parser.error("--ad-name goes with --ad")
-    text = args.text
+def preview(
+    text: Annotated[
+        str | None, typer.Argument(help="The body; read from standard input if omitted.")
+    ] = None,
+    kind: Annotated[
+        MessageKind | None, typer.Option("--type", case_sensitive=False, help="Force a type.")
+    ] = None,
+    title: Annotated[
+        str | None, typer.Option(help="LMS title (resendTitle or the channel's title).")
+    ] = None,
+    plus_friend_id: Annotated[
+        str | None, typer.Option(help="The channel's search ID, a title fallback.")
+    ] = None,
+    ad: Annotated[bool, typer.Option("--ad", help="An advertising fallback.")] = False,
+    unsubscribe_no: Annotated[
+        str | None, typer.Option(help="080 opt-out number, required with --ad.")
+    ] = None,
+    framed: Annotated[
+        bool,
+        typer.Option(
+            "--framed",
+            help="With --ad: the text already carries (광고) and the opt-out (a resendContent).",
+        ),
+    ] = False,
+    international: Annotated[
+        bool, typer.Option("--international", help="Recipient outside Korea (SMS only).")
+    ] = False,
+    unencodable: Annotated[
+        Unencodable | None,
+        typer.Option(
+            case_sensitive=False,
+            help="Policy for characters the charset cannot carry (default: FALLBACK_UNENCODABLE).",
+        ),
+    ] = None,
+    charset: Annotated[
+        Charset | None,
+        typer.Option(
+            case_sensitive=False,
+            help="What the SMS service carries: cp949, or euc-kr (KS X 1001 only; default: "
+            "FALLBACK_CHARSET).",
+        ),
+    ] = None,
+    ad_name: Annotated[
+        str | None,
+        typer.Option(help="With --ad: the sender's name after (광고) (the channel's adName)."),
+    ] = None,
+) -> None:
+    """Show how a fallback text will be sent: type, bytes, the text as sent, what changed.
+
+    Uses the limits and text policy of the FALLBACK_* environment and the service's own decision
+    (the sender-number registry and quiet hours are not consulted). Exit status 0 when it would
+    be sent, 1 when it would be rejected.
+    """
+    if ad and not unsubscribe_no:
+        raise typer.BadParameter("--ad needs --unsubscribe-no", param_hint="--ad")
+    if framed and not ad:
+        raise typer.BadParameter("--framed goes with --ad", param_hint="--framed")
+    if ad_name and not ad:
+        raise typer.BadParameter("--ad-name goes with --ad", param_hint="--ad-name")
     if text is None:
         if sys.stdin.isatty():
-            parser.error("preview needs TEXT or text on standard input")
+            raise typer.BadParameter("preview needs TEXT or text on standard input")
         text = sys.stdin.read()
     settings = load_settings()
-    unencodable = Unencodable(args.unencodable) if args.unencodable else settings.unencodable
-    charset = Charset(args.charset) if args.charset else settings.charset
-    policy = dataclasses.replace(settings.policy(), unencodable=unencodable, charset=charset)
-    requested = MessageKind(args.type) if args.type else None
+    policy_unencodable = unencodable or settings.unencodable
+    chosen_charset = charset or settings.charset
+    policy = dataclasses.replace(
+        settings.policy(), unencodable=policy_unencodable, charset=chosen_charset
+    )
+    requested = kind
     try:
         decision = preview_decision(
             text,
             policy,
             kind=requested,
-            title=args.title,
-            plus_friend_id=args.plus_friend_id,
-            ad=args.ad,
-            unsubscribe_no=args.unsubscribe_no,
-            framed=args.framed,
-            international=args.international,
-            ad_name=args.ad_name,
+            title=title,
+            plus_friend_id=plus_friend_id,
+            ad=ad,
+            unsubscribe_no=unsubscribe_no,
+            framed=framed,
+            international=international,
+            ad_name=ad_name,
         )
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         print(f"REJECTED invalid_event: {problems}")
-        return 1
+        raise typer.Exit(1) from None
     message = decision.message
     if message is None:
         reason = decision.outcome.reason
         assert reason is not None
         hint = _HINTS.get(reason)
         print(f"REJECTED {reason.value}" + (f": {hint}" if hint else ""))
-        return 1
+        raise typer.Exit(1)
     limits = policy.limits
     limit = limits.sms_max_bytes if message.kind is MessageKind.SMS else limits.lms_max_bytes
     how = "forced" if requested else "chosen"
-    limits_line = f"{how}; limit {limit} bytes, SMS up to {limits.sms_max_bytes}; {charset.value}"
-    print(report(message, text, unencodable, limits_line))
-    return 0
+    limits_line = (
+        f"{how}; limit {limit} bytes, SMS up to {limits.sms_max_bytes}; {chosen_charset.value}"
+    )
+    print(report(message, text, policy_unencodable, limits_line))

@@ -1,23 +1,13 @@
 """`fallback-service run`: the service in the foreground, configured by FALLBACK_* variables."""
 
-from __future__ import annotations
-
-import argparse
 import asyncio
-from typing import Any
+
+import typer
 
 
-def add_parser(commands: Any) -> None:
-    commands.add_parser(
-        "run",
-        help="run the service in the foreground (configured by FALLBACK_* variables)",
-        description="Run the service in the foreground. SIGTERM or SIGINT stops it cleanly.",
-    )
-
-
-def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Load the settings, set up logging, build the service and serve until a signal."""
-    # Imported here: the service pulls in Kafka, which `preview` does not need.
+def run() -> None:
+    """Run the service in the foreground. SIGTERM or SIGINT stops it cleanly."""
+    # Imported here: the service pulls in more than the other verbs need.
     from service import logs
     from service.app import serve
     from service.compose import build_service
@@ -30,4 +20,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # The service's asyncio objects belong to the loop that runs it.
         return await serve(build_service(settings))
 
-    return asyncio.run(_serve())
+    code = asyncio.run(_serve())
+    if code:
+        raise typer.Exit(code)

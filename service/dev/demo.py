@@ -24,8 +24,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from service.config import Settings, load_settings
 from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
 from service.dev.broker import EmbeddedBroker, free_port, start_broker
-from service.kafka import client_options, create_contract_topics
+from service.kafka import client_options
 from service.logs import mask_number
+from service.operations import create_topics
 
 CHANNELS: dict[str, dict[str, Any] | None] = {
     "sk-mybrand": {
@@ -163,7 +164,7 @@ async def demo() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await create_contract_topics(settings, partitions=3)
+        await create_topics(settings, partitions=3, replication=1)
         await _publish(
             settings,
             settings.channel_settings_topic,
