@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.config import load_settings
 from service.dedupe import PartitionedDedupe, owner_partition
-from service.dev.apache_kafka import missing_tools, start_apache_kafka
-from service.dev.broker import start_broker
+from service.dev.apache_kafka import on_each_broker
 from service.kafka import admin_client
 
 COUNT = 1_000_000
@@ -103,21 +101,7 @@ async def measure(name: str, bootstrap: str) -> None:
 
 
 async def main() -> None:
-    tansu = start_broker()
-    try:
-        await measure("tansu", tansu.bootstrap)
-    finally:
-        tansu.stop()
-    why = missing_tools()
-    if why is not None:
-        print(f"apache kafka: skipped ({why})")
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        kafka = await asyncio.to_thread(start_apache_kafka, Path(directory))
-        try:
-            await measure("apache-kafka", kafka.bootstrap)
-        finally:
-            kafka.stop()
+    await on_each_broker(measure)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.compose import build_service
-from service.dev.apache_kafka import missing_tools, start_apache_kafka
-from service.dev.broker import start_broker
+from service.dev.apache_kafka import on_each_broker
 from tests.factories import event_dict
 from tests.kafka_helpers import Topics, create_topics, seed
 
@@ -132,30 +130,22 @@ async def measure(name: str, bootstrap: str, modes: dict[str, dict[str, Any]]) -
         print(f"{name}: exactly-once / at-least-once: {eos / alo:.2f}")
 
 
+MODES: dict[str, dict[str, dict[str, Any]]] = {
+    "tansu": {"at-least-once": {}},
+    "apache-kafka": {
+        "at-least-once": {"kafka_enable_idempotence": True},
+        "exactly-once": {"processing_guarantee": "exactly-once"},
+    },
+}
+
+
 async def main() -> None:
     print(f"{COUNT:,} events per run, 3 partitions, broker on this machine")
-    tansu = start_broker()
-    try:
-        await measure("tansu", tansu.bootstrap, {"at-least-once": {}})
-    finally:
-        tansu.stop()
-    why = missing_tools()
-    if why is not None:
-        print(f"apache kafka: skipped ({why})")
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        kafka = await asyncio.to_thread(start_apache_kafka, Path(directory))
-        try:
-            await measure(
-                "apache-kafka",
-                kafka.bootstrap,
-                {
-                    "at-least-once": {"kafka_enable_idempotence": True},
-                    "exactly-once": {"processing_guarantee": "exactly-once"},
-                },
-            )
-        finally:
-            kafka.stop()
+
+    async def on(name: str, bootstrap: str) -> None:
+        await measure(name, bootstrap, MODES[name])
+
+    await on_each_broker(on)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from service.app import FallbackService
 from service.compose import build_service
 from service.config import Settings, load_settings
+from service.dev.broker import free_port
 from service.kafka import refresh_metadata
 from service.operations import create_topics as create_all_topics
 from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO, event_dict
@@ -148,18 +149,7 @@ async def read(
     A downstream consumer reads what was committed (`read_committed`, as the contract asks of
     readers in exactly-once mode); the kill tests also look at `read_uncommitted`.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        while not parts:
-            await refresh_metadata(consumer)
-            parts = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+    async with from_beginning(bootstrap, topic, isolation_level) as (consumer, _):
         got: list[ConsumerRecord] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
@@ -168,8 +158,6 @@ async def read(
             for records in batch.values():
                 got.extend(records)
         return got
-    finally:
-        await consumer.stop()
 
 
 async def read_all(
@@ -236,6 +224,21 @@ async def read_to_end(
     bootstrap: str, topic: str, *, isolation_level: str = "read_committed"
 ) -> list[ConsumerRecord]:
     """Every record of `topic` up to its current end (the last stable offset, read_committed)."""
+    async with from_beginning(bootstrap, topic, isolation_level) as (consumer, tps):
+        ends = await consumer.end_offsets(tps)
+        got: list[ConsumerRecord] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                got.extend(records)
+        return got
+
+
+@contextlib.asynccontextmanager
+async def from_beginning(
+    bootstrap: str, topic: str, isolation_level: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A group-less consumer assigned every partition of `topic`, at the beginning."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level
     )
@@ -248,12 +251,26 @@ async def read_to_end(
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        got: list[ConsumerRecord] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for records in batch.values():
-                got.extend(records)
-        return got
+        yield consumer, tps
     finally:
         await consumer.stop()
+
+
+async def backlog(
+    bootstrap: str, overrides: dict[str, Any], count: int, guarantee: str, **env: str
+) -> tuple[Topics, int, dict[str, str]]:
+    """Fresh topics (3 partitions), a configured channel and `count` events waiting; and the
+    environment of a service process to drain them: its HTTP port and FALLBACK_* variables."""
+    topics = Topics.fresh(overrides)
+    await create_topics(bootstrap, topics, partitions=3)
+    await seed(bootstrap, topics)
+    await fill(bootstrap, topics.input, count)
+    port = free_port()
+    variables = topics.env(
+        bootstrap,
+        FALLBACK_HTTP_PORT=str(port),
+        FALLBACK_PROCESSING_GUARANTEE=guarantee,
+        FALLBACK_LOG_OUTCOMES="false",
+        **env,
+    )
+    return topics, port, variables

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from service.dev.apache_kafka import ApacheKafka
-from service.dev.broker import free_port
 from tests.conftest import KAFKA_OVERRIDES, start_kafka
-from tests.kafka_helpers import Topics, create_topics, fill, read_to_end, seed
+from tests.kafka_helpers import backlog, read_to_end
 from tests.processes import service_process, wait_ready
 from tests.test_exactly_once import duplicates, progress, wait_progress
 
@@ -40,17 +39,8 @@ async def test_service_recovers_from_a_broker_fault(
     own_kafka: ApacheKafka, tmp_path: Path, fault: str, guarantee: str
 ) -> None:
     bootstrap = own_kafka.bootstrap
-    topics = Topics.fresh(KAFKA_OVERRIDES)
-    await create_topics(bootstrap, topics, partitions=3)
-    await seed(bootstrap, topics)
-    await fill(bootstrap, topics.input, COUNT)
-    port = free_port()
-    env = topics.env(
-        bootstrap,
-        FALLBACK_HTTP_PORT=str(port),
-        FALLBACK_PROCESSING_GUARANTEE=guarantee,
-        FALLBACK_LOG_OUTCOMES="false",
-        FALLBACK_BATCH_MAX_RECORDS="200",
+    topics, port, env = await backlog(
+        bootstrap, KAFKA_OVERRIDES, COUNT, guarantee, FALLBACK_BATCH_MAX_RECORDS="200"
     )
     group = env["FALLBACK_GROUP_ID"]
     log = tmp_path / "service.log"

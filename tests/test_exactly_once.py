@@ -20,6 +20,7 @@ from tests.factories import event_dict
 from tests.kafka_helpers import (
     Broker,
     Topics,
+    backlog,
     committed,
     create_topics,
     fill,
@@ -79,18 +80,8 @@ async def views(bootstrap: str, topics: Topics) -> dict[str, Any]:
 @pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
 async def test_three_kills_while_draining(kafka: Broker, tmp_path: Path, guarantee: str) -> None:
     count, kills = 30_000, 3
-    topics = Topics.fresh(kafka.overrides)
     bootstrap = kafka.bootstrap
-    await create_topics(bootstrap, topics, partitions=3)
-    await seed(bootstrap, topics)
-    await fill(bootstrap, topics.input, count)
-    port = free_port()
-    env = topics.env(
-        bootstrap,
-        FALLBACK_HTTP_PORT=str(port),
-        FALLBACK_PROCESSING_GUARANTEE=guarantee,
-        FALLBACK_LOG_OUTCOMES="false",
-    )
+    topics, port, env = await backlog(bootstrap, kafka.overrides, count, guarantee)
     group = env["FALLBACK_GROUP_ID"]
     log = tmp_path / "service.log"
     killed_at = []

@@ -21,6 +21,7 @@ from tests.kafka_helpers import (
     put,
     read,
     read_all,
+    seed,
     values,
 )
 from tests.processes import BIN, service_process, start, wait_ready
@@ -236,10 +237,7 @@ def test_dlq_list_and_replay_after_the_cause_is_fixed(
     assert code == 0 and "1 dead letters would send" in out
     assert records(bootstrap, topics.input) == []
 
-    asyncio.run(
-        put(bootstrap, topics.channels, [("sk-mybrand", {"enabled": True, "sendNo": SEND_NO})])
-    )
-    asyncio.run(put(bootstrap, topics.senders, [(SEND_NO, {"status": "ACTIVE"})]))
+    asyncio.run(seed(bootstrap, topics))
     port = free_port()
     with service_process({**env, "FALLBACK_HTTP_PORT": str(port)}) as p:
         wait_ready(port, p)
@@ -330,10 +328,7 @@ def test_tail_filters_and_table(
 def test_find(
     capsys: pytest.CaptureFixture[str], env: dict[str, str], bootstrap: str, topics: Topics
 ) -> None:
-    asyncio.run(
-        put(bootstrap, topics.channels, [("sk-mybrand", {"enabled": True, "sendNo": SEND_NO})])
-    )
-    asyncio.run(put(bootstrap, topics.senders, [(SEND_NO, {"status": "ACTIVE"})]))
+    asyncio.run(seed(bootstrap, topics))
     port = free_port()
     with service_process({**env, "FALLBACK_HTTP_PORT": str(port)}) as p:
         wait_ready(port, p)

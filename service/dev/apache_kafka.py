@@ -16,8 +16,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,3 +223,25 @@ def start_apache_kafka(directory: Path) -> ApacheKafka:
     broker = ApacheKafka(directory=directory, lib=ensure_jars())
     broker.start()
     return broker
+
+
+async def on_each_broker(measure: Callable[[str, str], Awaitable[None]]) -> None:
+    """Run `measure(name, bootstrap)` on Tansu, then on Apache Kafka when it can run here
+    (benchmarks compare the two in one run)."""
+    from service.dev.broker import start_broker
+
+    tansu = start_broker()
+    try:
+        await measure("tansu", tansu.bootstrap)
+    finally:
+        tansu.stop()
+    why = missing_tools()
+    if why is not None:
+        print(f"apache-kafka: skipped ({why})")
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        kafka = await asyncio.to_thread(start_apache_kafka, Path(directory))
+        try:
+            await measure("apache-kafka", kafka.bootstrap)
+        finally:
+            kafka.stop()
