@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
@@ -54,6 +55,35 @@ class Tables:
 async def _raw_records(message: StreamMessage[Any]) -> Any:
     # Hand the handler aiokafka's records as they are: no per-message decoding or injection.
     return message.raw_message
+
+
+def _readable(value: object) -> bool:
+    if not isinstance(value, bytes):
+        return False
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _tolerant_headers(
+    records: tuple[ConsumerRecord, ...],
+    original: Callable[[tuple[ConsumerRecord, ...]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream's parser decodes every header value as UTF-8 for its own message, and a value
+    that is not UTF-8 (or null) failed the whole batch before the handler ran: records lost.
+    Headers are the producer's business. Let it parse copies with the headers it can read, then
+    hand the handler the records exactly as they came (a dead letter keeps every header)."""
+    if all(_readable(v) for r in records for _, v in r.headers):
+        return await original(records)
+    readable = tuple(
+        dataclasses.replace(r, headers=[(k, v) for k, v in r.headers if _readable(v)])
+        for r in records
+    )
+    message = await original(readable)
+    message.raw_message = records
+    return message
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -123,6 +153,7 @@ class FallbackService:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             listener=_Rebalance(self),
+            parser=_tolerant_headers,
             decoder=_raw_records,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,

@@ -337,3 +337,53 @@ async def test_markers_of_the_previous_layout_are_kept(bootstrap: str, topics: T
         outcomes = values(await read(bootstrap, topics.events, 30))
     assert [o["reason"] for o in outcomes] == ["duplicate"] * 30
     assert await read_all(bootstrap, topics.output) == []
+
+
+async def test_header_values_that_are_not_utf8_lose_nothing(bootstrap: str, topics: Topics) -> None:
+    """A header value that is not UTF-8, or null, used to fail the whole batch before the
+    handler ran (records lost); now every record ends as an outcome or a dead letter, and a dead
+    letter keeps every header as it came."""
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    async with running(topics.settings(bootstrap)):
+        async with producer(bootstrap) as p:
+            await p.send_and_wait(topics.input, orjson.dumps(event_dict(recipientSeq=1)))
+            await p.send_and_wait(
+                topics.input,
+                orjson.dumps(event_dict(recipientSeq=2)),
+                headers=[("trace", b"\xff\xfe"), ("ok", b"fine")],
+            )
+            await p.send_and_wait(
+                topics.input, orjson.dumps(event_dict(recipientSeq=3)), headers=[("x", None)]
+            )
+            await p.send_and_wait(topics.input, b"{broken", headers=[("trace", b"\xff\xfe")])
+            await p.send_and_wait(topics.input, orjson.dumps(event_dict(recipientSeq=4)))
+        outcomes = values(await read(bootstrap, topics.events, 4))
+        dead = await read(bootstrap, topics.dlq, 1)
+    assert sorted(o["fallbackId"] for o in outcomes) == ["R1:1", "R1:2", "R1:3", "R1:4"]
+    assert {o["status"] for o in outcomes} == {"REQUESTED"}
+    assert len(dead) == 1 and dead[0].value == b"{broken"
+    assert dict(dead[0].headers)["trace"] == b"\xff\xfe"
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_compressed_batches_are_read(bootstrap: str, topics: Topics, codec: str) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    from aiokafka import AIOKafkaProducer
+
+    compressed = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", compression_type=codec, linger_ms=50
+    )
+    await compressed.start()
+    try:
+        futures = [
+            await compressed.send(topics.input, orjson.dumps(event_dict(recipientSeq=i)))
+            for i in range(1, 21)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await compressed.stop()
+    async with running(topics.settings(bootstrap)):
+        outcomes = values(await read(bootstrap, topics.events, 20))
+    assert len({o["fallbackId"] for o in outcomes}) == 20
