@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -244,6 +245,18 @@ class _NamedError(ValueError):
 
 def _variable(field: object) -> str:
     return f"{ENV_PREFIX}{str(field).upper()}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """FALLBACK_* variables the settings do not know: most likely typos, silently ignored."""
+    known = {_variable(name) for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in known
+        and not name.upper().startswith(f"{ENV_PREFIX}TEST_")  # the test harness's own
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -23,6 +23,7 @@ from service.core.models import (
     ChannelSettings,
     SenderNumber,
     SenderNumberStatus,
+    describe_errors,
     fallback_id,
 )
 from service.core.rules import phone_digits
@@ -128,7 +129,7 @@ async def put_channel(
     try:
         model = ChannelSettings.model_validate(value)
     except ValidationError as exc:
-        raise Refused(f"channel {sender_key}: {_problems(exc)}") from None
+        raise Refused(f"channel {sender_key}: {describe_errors(exc, 'value')}") from None
     warnings = []
     if model.sendNo and settings.sendno_registry.value == "enforce":
         status = (await read_table(settings, "sendnos")).get(model.sendNo)
@@ -432,10 +433,3 @@ def _event_id(value: bytes | None) -> str | None:
     if isinstance(data, dict) and "requestId" in data and "recipientSeq" in data:
         return fallback_id(str(data["requestId"]), data["recipientSeq"])
     return None
-
-
-def _problems(exc: ValidationError) -> str:
-    # Field and problem only: never the value (it may be a phone number).
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-    )

@@ -17,9 +17,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from service.core.models import ChannelSettings, SenderNumber, SenderNumberStatus
+from service.core.models import (
+    ChannelSettings,
+    SenderNumber,
+    SenderNumberStatus,
+    describe_errors,
+)
 from service.core.rules import phone_digits
 from service.kafka import refresh_metadata
+from service.logs import mask_number, mask_numbers_in
 
 log = logging.getLogger("fallback.tables")
 
@@ -182,7 +188,7 @@ def decode_channel(record: ConsumerRecord) -> tuple[str, ChannelSettings | None]
     try:
         return key, ChannelSettings.model_validate(_json(record))
     except ValidationError as exc:
-        raise InvalidRecord(f"channel {key!r}: {exc.errors(include_url=False)}") from None
+        raise InvalidRecord(f"channel {key!r}: {describe_errors(exc, 'value')}") from None
 
 
 def decode_sender_number(record: ConsumerRecord) -> tuple[str, SenderNumberStatus | None]:
@@ -190,10 +196,12 @@ def decode_sender_number(record: ConsumerRecord) -> tuple[str, SenderNumberStatu
     raw = _key(record)
     key = phone_digits(raw)
     if key is None:
-        raise InvalidRecord(f"sender number key {raw!r} is not a phone number")
+        raise InvalidRecord(f"sender number key {mask_numbers_in(raw)!r} is not a phone number")
     if record.value is None:
         return key, None
     try:
         return key, SenderNumber.model_validate(_json(record)).status
     except ValidationError as exc:
-        raise InvalidRecord(f"sender number {key}: {exc.errors(include_url=False)}") from None
+        raise InvalidRecord(
+            f"sender number {mask_number(key)}: {describe_errors(exc, 'value')}"
+        ) from None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,6 +15,7 @@ from aiokafka import ConsumerRecord
 from service.app import FallbackService
 from service.compose import build_service
 from service.core.models import MAX_EVENT_BYTES, ChannelSettings
+from service.dev.broker import free_port
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
 from tests.kafka_helpers import (
     Topics,
@@ -387,3 +390,55 @@ async def test_compressed_batches_are_read(bootstrap: str, topics: Topics, codec
     async with running(topics.settings(bootstrap)):
         outcomes = values(await read(bootstrap, topics.events, 20))
     assert len({o["fallbackId"] for o in outcomes}) == 20
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_no_log_line_carries_a_whole_phone_number(
+    bootstrap: str, topics: Topics, tmp_path: Path, log_format: str
+) -> None:
+    """A full run of `fallback-service run` at DEBUG with phone numbers in every wrong place:
+    no line of its output carries one whole."""
+    import re
+
+    from tests.processes import service_process, wait_ready
+
+    numbers = ["010-3456-7890", "02-9876-5432", "010-5555-4444", "010-1234-5678"]
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    # A channel record that does not validate, a sender-number key that is not a number.
+    bad_channel = {"enabled": "yes", "sendNo": "02-9876-5432"}
+    await put(bootstrap, topics.channels, [("sk-bad", bad_channel)])
+    await put(bootstrap, topics.senders, [("010-5555-4444x", {"status": "ACTIVE"})])
+    port = free_port()
+    env = topics.env(
+        bootstrap,
+        FALLBACK_HTTP_PORT=str(port),
+        FALLBACK_LOG_LEVEL="DEBUG",
+        FALLBACK_LOG_FORMAT=log_format,
+    )
+    log = tmp_path / "service.log"
+    with service_process(env, output=log) as p:
+        await asyncio.to_thread(wait_ready, port, p)
+        await put(
+            bootstrap,
+            topics.input,
+            [
+                ("a", event_dict(resendParameter={"resendType": "010-3456-7890"})),
+                ("b", event_dict(recipientSeq=2)),
+                ("c", event_dict(recipientSeq=3, recipientNo=1034567890)),
+                ("d", b'{"recipientNo": "010-3456-7890", "content": '),
+            ],
+        )
+        await read(bootstrap, topics.events, 1)
+        await read(bootstrap, topics.dlq, 3)
+        await asyncio.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(p.wait, 15)
+    lines = log.read_text().splitlines()
+    assert len(lines) > 10
+    assert any("010****5678" in line for line in lines)  # the outcome line, masked
+    assert any("dead-lettered" in line for line in lines)
+    digits = {re.sub(r"\D", "", n) for n in numbers}
+    for line in lines:
+        for found in re.findall(r"\d[\d\-. ]{6,}\d", line):
+            assert re.sub(r"\D", "", found) not in digits, line

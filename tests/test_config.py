@@ -125,3 +125,16 @@ def test_charset_and_max_age_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -
     policy = load_settings().policy()
     assert policy.charset is Charset.EUC_KR
     assert policy.max_age == timedelta(minutes=90)
+
+
+def test_unknown_variables_are_named() -> None:
+    from service.config import unknown_variables
+
+    environ = {
+        "FALLBACK_SMS_MAX_BYTE": "80",  # a typo of FALLBACK_SMS_MAX_BYTES
+        "FALLBACK_SMS_MAX_BYTES": "80",
+        "fallback_group_id": "g",  # any case is read
+        "FALLBACK_TEST_REQUIRE_KAFKA": "1",  # the test harness's own
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == ["FALLBACK_SMS_MAX_BYTE"]

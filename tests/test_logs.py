@@ -62,3 +62,33 @@ def test_configure_json_writes_one_object_per_line(monkeypatch: pytest.MonkeyPat
         root.setLevel(level)
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["hello 1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("call 010-1234-5678 now", "call 010-****-5678 now"),
+        ("01012345678", "010****5678"),
+        ("+82 10 1234 5678", "+82 1* **** 5678"),
+        ("order 2026112212345 shipped", "order 202******2345 shipped"),
+        ("code 482913", "code 482913"),  # 6 digits: no phone number
+        ("a 0801234567 b", "a 080***4567 b"),
+    ],
+)
+def test_mask_numbers_in_free_text(text: str, masked: str) -> None:
+    from service.logs import mask_numbers_in
+
+    assert mask_numbers_in(text) == masked
+
+
+def test_validation_errors_never_repeat_the_value() -> None:
+    from service.core.models import Malformed, parse_failure_event
+    from tests.factories import event_dict
+
+    bad = orjson.dumps(
+        event_dict(recipientNo=1012345678, resendParameter={"resendType": "010-3456-7890"})
+    )
+    result = parse_failure_event(bad)
+    assert isinstance(result, Malformed)
+    assert "resendParameter.resendType: Value error, expected SMS or LMS" in result.detail
+    assert "3456" not in result.detail and "1012345678" not in result.detail

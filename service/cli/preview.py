@@ -11,7 +11,13 @@ import typer
 from pydantic import ValidationError
 
 from service.config import load_settings
-from service.core.models import ChannelSettings, FailureEvent, MessageKind, Reason
+from service.core.models import (
+    ChannelSettings,
+    FailureEvent,
+    MessageKind,
+    Reason,
+    describe_errors,
+)
 from service.core.rules import Decision, Message, Policy, Registry, decide
 from service.core.text import LOOKALIKES, Charset, Unencodable
 
@@ -186,10 +192,7 @@ def preview(
             ad_name=ad_name,
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"REJECTED invalid_event: {problems}")
+        print(f"REJECTED invalid_event: {describe_errors(exc)}")
         raise typer.Exit(1) from None
     message = decision.message
     if message is None:

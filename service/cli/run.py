@@ -1,6 +1,8 @@
 """`fallback-service run`: the service in the foreground, configured by FALLBACK_* variables."""
 
 import asyncio
+import logging
+import os
 
 import typer
 
@@ -11,10 +13,14 @@ def run() -> None:
     from service import logs
     from service.app import serve
     from service.compose import build_service
-    from service.config import load_settings
+    from service.config import load_settings, unknown_variables
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
+    for name in unknown_variables(os.environ):
+        logging.getLogger("fallback.config").warning(
+            "%s is not a setting of this service and is ignored (a typo?)", name
+        )
 
     async def _serve() -> int:
         # The service's asyncio objects belong to the loop that runs it.

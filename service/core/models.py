@@ -132,8 +132,14 @@ class ResendParameter(_Wire):
     @classmethod
     def _type(cls, value: Any) -> Any:
         value = _blank_is_none(value)
-        # An enum in strict mode still takes its value from JSON text; accept any case.
-        return MessageKind(value.strip().upper()) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        # An enum in strict mode still takes its value from JSON text; accept any case. The
+        # error never repeats the value: it may be a phone number in the wrong field.
+        try:
+            return MessageKind(value.strip().upper())
+        except ValueError:
+            raise ValueError("expected SMS or LMS") from None
 
 
 class FailureEvent(_Wire):
@@ -310,10 +316,11 @@ class Malformed(BaseModel):
     detail: str
 
 
-def _describe(error: ValidationError) -> str:
+def describe_errors(error: ValidationError, whole: str = "event") -> str:
+    """Each problem as `field: message`; never the value (it may be a phone number)."""
     parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "event"
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in item["loc"]) or whole
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
 
@@ -359,5 +366,5 @@ def parse_failure_event(value: bytes | None) -> FailureEvent | Malformed:
         return FailureEvent.model_validate(data)
     except ValidationError as exc:
         return Malformed(
-            error=DeadLetterError.INVALID_EVENT, detail=truncate_detail(_describe(exc))
+            error=DeadLetterError.INVALID_EVENT, detail=truncate_detail(describe_errors(exc))
         )
