@@ -26,12 +26,12 @@ from service.config import ConfigError, ProcessingGuarantee, Settings
 from service.core.models import ChannelSettings, SenderNumberStatus
 from service.dedupe import PartitionedDedupe
 from service.http import make_http_app
-from service.kafka import ensure_internal_topic, partition_count
+from service.kafka import ensure_internal_topic, max_message_bytes, partition_count
 from service.metrics import Metrics
 from service.processor import Processor
 from service.tables import Table
 from service.transactional import PartitionsNotCommitted
-from service.writer import Stopping
+from service.writer import Stopping, Unwritable
 
 log = logging.getLogger("fallback.service")
 
@@ -133,6 +133,7 @@ class FallbackService:
         self.metrics = metrics
         self.stopping = stopping
         self.batch_lock = asyncio.Lock()
+        self.failed = asyncio.Event()  # set when the service cannot go on (serve stops it)
         self.restored = asyncio.Event()  # open while the changelog is caught up for the assignment
         # Per partition, the offset below which fetched records are already done: committed by
         # a previous owner (exactly-once, set on assignment) or by this instance's last batch.
@@ -233,6 +234,13 @@ class FallbackService:
                 log.warning("%s", exc)
                 await self.writer.abandon()
                 return
+            except Unwritable as exc:
+                # Retrying would stall every partition forever: stop, loudly, uncommitted.
+                log.critical("%s; stopping the service (nothing of the batch is committed)", exc)
+                self.metrics.unwritable.inc()
+                await self.writer.abandon()
+                self.failed.set()
+                return
             except PartitionsNotCommitted as exc:
                 log.warning("%s; they will be read again", exc)
                 await self.writer.abandon()
@@ -289,6 +297,7 @@ class FallbackService:
             config={"cleanup.policy": "delete", "retention.ms": str(retention_ms)},
         )
         self.requested.start(partitions)
+        self.processor.dlq_max_bytes = await max_message_bytes(s, s.dlq_topic)
         tables = self.tables.all()
         await asyncio.gather(*(t.start() for t in tables))
         await asyncio.gather(*(t.wait_loaded() for t in tables))
@@ -370,6 +379,7 @@ async def serve(service: FallbackService) -> int:
     http_task = asyncio.create_task(http.serve(), name="http")
     start_task = asyncio.create_task(service.start(), name="start")
     stop_task = asyncio.create_task(stop.wait(), name="signal")
+    failed_task = asyncio.create_task(service.failed.wait(), name="failed")
     await asyncio.wait({start_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if http_task.done():
@@ -382,7 +392,9 @@ async def serve(service: FallbackService) -> int:
         log.error("start-up failed", exc_info=start_task.exception())
         code = 1
     else:
-        await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({stop_task, http_task, failed_task}, return_when=asyncio.FIRST_COMPLETED)
+        if failed_task.done():
+            code = 1
     log.info("stopping")
     if not start_task.done():
         start_task.cancel()
@@ -393,5 +405,6 @@ async def serve(service: FallbackService) -> int:
     with contextlib.suppress(BaseException):
         await asyncio.wait_for(http_task, 2)
     stop_task.cancel()
+    failed_task.cancel()
     log.info("stopped")
     return code

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
@@ -149,6 +150,30 @@ async def ensure_internal_topic(
             if code and code != TopicAlreadyExistsError.errno:
                 raise RuntimeError(f"cannot create topic {topic}: error {code} {message}")
         log.info("created internal topic %s with %d partitions", name, partitions)
+
+
+# What one produced record may be at most: aiokafka's default max_request_size, which the
+# service's producers keep, and Kafka's default max.message.bytes.
+PRODUCER_MAX_REQUEST_BYTES = 1_048_576
+
+
+async def max_message_bytes(settings: Settings, topic: str) -> int:
+    """The largest record `topic` takes from the service: its `max.message.bytes` (when the
+    broker says), never more than the producer's request limit."""
+    limit = PRODUCER_MAX_REQUEST_BYTES
+    try:
+        async with admin_client(settings.kafka()) as admin:
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic)]
+            )
+        for response in responses:
+            for resource in response.resources:
+                for entry in resource[4]:
+                    if entry[0] == "max.message.bytes" and entry[1]:
+                        limit = min(limit, int(entry[1]))
+    except Exception as exc:  # a broker without DescribeConfigs: keep the producer's limit
+        log.info("cannot read max.message.bytes of %s (%r); using %d", topic, exc, limit)
+    return limit
 
 
 async def partition_count(settings: Settings, topic: str) -> int | None:

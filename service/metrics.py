@@ -69,6 +69,11 @@ class Metrics:
             "Memory of the remembered fallbacks (all partitions)",
             registry=r,
         )
+        self.unwritable = Counter(
+            "fallback_unwritable_batches",
+            "Batches no retry could write (the service stopped instead of stalling)",
+            registry=r,
+        )
         self.routed = Counter(
             "fallback_routed",
             "Events forwarded to the partition that owns their fallbackId (not keyed by it)",

@@ -20,7 +20,9 @@ from service.core.models import (
     DLQ_ERROR_DETAIL,
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_SIZE,
     DLQ_ORIGINAL_TOPIC,
+    DLQ_VALUE_TRUNCATED,
     ChannelSettings,
     Malformed,
     Outcome,
@@ -35,8 +37,18 @@ from service.sinks import Delivery, Sink
 from service.writer import Write, Writer
 
 _OWN_HEADERS = frozenset(
-    {DLQ_ERROR, DLQ_ERROR_DETAIL, DLQ_ORIGINAL_TOPIC, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_OFFSET}
+    {
+        DLQ_ERROR,
+        DLQ_ERROR_DETAIL,
+        DLQ_ORIGINAL_TOPIC,
+        DLQ_ORIGINAL_PARTITION,
+        DLQ_ORIGINAL_OFFSET,
+        DLQ_VALUE_TRUNCATED,
+        DLQ_ORIGINAL_SIZE,
+    }
 )
+# Room left in a record for the record and batch framing around key, value and headers.
+_RECORD_OVERHEAD = 1024
 
 
 class Dedupe(Protocol):
@@ -80,11 +92,14 @@ class Batch:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
-def dead_letter(record: ConsumerRecord, malformed: Malformed, topic: str) -> Write:
+def dead_letter(
+    record: ConsumerRecord, malformed: Malformed, topic: str, max_bytes: int = 1_048_576
+) -> Write:
     """The input record unchanged, with why and where it came from (§8).
 
     The service's own headers replace incoming ones of the same names: a producer cannot forge
-    where a dead letter came from.
+    where a dead letter came from. A value too large for the DLQ topic (`max_bytes`, its
+    `max.message.bytes`) is cut to fit and says so; the original stays at its input offset.
     """
     headers = [(k, v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS]
     headers += [
@@ -94,9 +109,21 @@ def dead_letter(record: ConsumerRecord, malformed: Malformed, topic: str) -> Wri
         (DLQ_ORIGINAL_PARTITION, str(record.partition).encode()),
         (DLQ_ORIGINAL_OFFSET, str(record.offset).encode()),
     ]
-    return Write(
-        topic, record.key, record.value, headers, TopicPartition(record.topic, record.partition)
-    )
+    value = record.value
+    if value is not None:
+        room = (
+            max_bytes
+            - len(record.key or b"")
+            - sum(len(k) + len(v or b"") + 64 for k, v in headers)
+            - _RECORD_OVERHEAD
+        )
+        if len(value) > room:
+            headers += [
+                (DLQ_VALUE_TRUNCATED, b"true"),
+                (DLQ_ORIGINAL_SIZE, str(len(value)).encode()),
+            ]
+            value = value[: max(room, 0)]
+    return Write(topic, record.key, value, headers, TopicPartition(record.topic, record.partition))
 
 
 ROUTED_FROM = "x-fallback-routed-from"
@@ -148,6 +175,8 @@ class Processor:
         self.writer = writer
         self.observer = observer
         self.clock = clock
+        # The DLQ topic's record limit, read at start-up (`service.kafka.max_message_bytes`).
+        self.dlq_max_bytes = 1_048_576
 
     def convert(self, records: Sequence[ConsumerRecord], now: datetime) -> Batch:
         """Decide every record of the batch, in order. No I/O: nothing is written or counted."""
@@ -162,7 +191,9 @@ class Processor:
             batch.offsets[source] = record.offset + 1
             event = parse_failure_event(record.value)
             if isinstance(event, Malformed):
-                batch.dead_letters.append(dead_letter(record, event, self.dlq_topic))
+                batch.dead_letters.append(
+                    dead_letter(record, event, self.dlq_topic, self.dlq_max_bytes)
+                )
                 batch.malformed.append((record, event))
                 continue
             fid = event.fallback_id

@@ -30,7 +30,7 @@ from aiokafka.errors import (
 )
 
 from service.config import ConfigError
-from service.writer import Stopping, Write
+from service.writer import NEVER_SUCCEEDS, Stopping, Unwritable, Write
 
 log = logging.getLogger("fallback.transactions")
 
@@ -169,6 +169,8 @@ class TransactionalWriter:
         for tp in partitions:
             self._open.discard(tp)
         await self._close(partitions)
+        if isinstance(error, NEVER_SUCCEEDS):
+            raise Unwritable(f"a write can never succeed: {error!r}")
         if self.stopping.is_set():
             raise Stopping("stopping with unwritten outputs; the transactions are aborted")
         raise error

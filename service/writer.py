@@ -20,9 +20,13 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     InvalidProducerEpoch,
+    InvalidTopicError,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
     UnknownProducerId,
 )
 
@@ -39,6 +43,20 @@ FATAL_PRODUCER_ERRORS = (
 
 class Stopping(Exception):
     """The service is stopping while a batch could not be written; it stays uncommitted."""
+
+
+class Unwritable(Exception):
+    """A write that no retry can make succeed (too large, not authorised): the service stops,
+    loudly, rather than stall retrying it; the batch stays uncommitted."""
+
+
+# The broker (or the client) refuses these the same way every time.
+NEVER_SUCCEEDS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    InvalidTopicError,
+)
 
 
 @dataclass(slots=True)
@@ -142,6 +160,10 @@ class AcknowledgedWriter:
             if failed_at == len(pending):
                 return
             self._on_publish_error()
+            if isinstance(error, NEVER_SUCCEEDS):
+                raise Unwritable(
+                    f"writing to {pending[failed_at].topic} can never succeed: {error!r}"
+                )
             log.error(
                 "writing %d records failed at %s (%s); retrying in %.1fs",
                 len(pending) - failed_at,

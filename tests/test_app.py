@@ -18,6 +18,7 @@ from service.core.models import MAX_EVENT_BYTES, ChannelSettings
 from service.dev.broker import free_port
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
 from tests.kafka_helpers import (
+    Broker,
     Topics,
     committed,
     create_topics,
@@ -442,3 +443,47 @@ async def test_no_log_line_carries_a_whole_phone_number(
     for line in lines:
         for found in re.findall(r"\d[\d\-. ]{6,}\d", line):
             assert re.sub(r"\D", "", found) not in digits, line
+
+
+async def test_an_input_record_too_large_for_the_dlq_is_dead_lettered_cut(
+    broker: Broker, topics: Topics
+) -> None:
+    """A 1.1 MB record used to stall every partition: its dead letter was larger than the DLQ
+    takes and was retried forever. Now it is cut to the DLQ topic's max.message.bytes."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import NewTopic
+
+    from service.kafka import admin_client
+
+    bootstrap = broker.bootstrap
+    settings = topics.settings(bootstrap)
+    async with admin_client(settings.kafka()) as admin:
+        await admin.create_topics(
+            [
+                NewTopic(topics.input, 1, 1, topic_configs={"max.message.bytes": "2097152"}),
+                NewTopic(topics.dlq, 1, 1, topic_configs={"max.message.bytes": "300000"}),
+            ]
+        )
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    huge = b'{"requestId": "' + b"x" * 1_100_000 + b'"}'
+    big = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4_000_000)
+    await big.start()
+    try:
+        await big.send_and_wait(topics.input, huge, key=b"huge")
+        await big.send_and_wait(topics.input, orjson.dumps(event_dict()), key=b"next")
+    finally:
+        await big.stop()
+    async with running(settings):
+        outcomes = values(await read(bootstrap, topics.events, 1))
+        dead = await read(bootstrap, topics.dlq, 1)
+    assert outcomes[0]["fallbackId"] == "R1:1"  # the partition went on
+    letter = dead[0]
+    headers = dict(letter.headers)
+    assert headers["x-fallback-error"] == b"oversized"
+    assert headers["x-fallback-value-truncated"] == b"true"
+    assert headers["x-fallback-original-size"] == str(len(huge)).encode()
+    assert headers["x-original-offset"] == b"0"
+    assert huge.startswith(letter.value) and len(letter.value) < len(huge)
+    if broker.name == "kafka":  # the DLQ topic's own limit was read and kept
+        assert len(letter.value) < 300_000

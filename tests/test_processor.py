@@ -223,3 +223,24 @@ async def test_markers_go_to_the_owner_partition_of_the_changelog() -> None:
     markers = writer.steps[0]
     assert [(w.topic, w.key, w.partition) for w in markers] == [("dedupe", f"R1:{seq}".encode(), 1)]
     assert processor.requested.contains(1, f"R1:{seq}")
+
+
+def test_a_dead_letter_too_large_for_the_dlq_is_cut_to_fit_and_says_so() -> None:
+    processor, _, _, _ = build()
+    processor.dlq_max_bytes = 10_000
+    big = b"{" + b"x" * 70_000
+    batch = processor.convert([record(big, key=b"k", headers=(("trace", b"t"),))], NOON_KST)
+    letter = batch.dead_letters[0]
+    headers = dict(letter.headers)
+    assert headers["x-fallback-value-truncated"] == b"true"
+    assert headers["x-fallback-original-size"] == b"70001"
+    assert headers["x-fallback-error"] == b"oversized"
+    assert letter.value is not None and big.startswith(letter.value)
+    size = (
+        len(letter.value)
+        + len(letter.key or b"")
+        + sum(len(k) + len(v) for k, v in headers.items())
+    )
+    assert size <= 10_000
+    small = processor.convert([record(b"{", key=b"k")], NOON_KST).dead_letters[0]
+    assert small.value == b"{" and "x-fallback-value-truncated" not in dict(small.headers)

@@ -121,3 +121,15 @@ async def test_a_producer_out_of_step_with_the_broker_is_replaced() -> None:
     assert w.producer is fresh
     assert broken.stopped and fresh.started
     assert [k for _, k in fresh.sent] == [b"k0", b"k1"]
+
+
+async def test_a_write_that_can_never_succeed_stops_instead_of_stalling() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from service.writer import Unwritable
+
+    producer = ScriptedProducer([("refuse", MessageSizeTooLargeError())])
+    w = writer(producer)
+    with pytest.raises(Unwritable, match="can never succeed"):
+        await asyncio.wait_for(w.write(writes(1)), 2)
+    assert w.errors == [1]

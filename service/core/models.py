@@ -20,6 +20,8 @@ DLQ_ERROR_DETAIL = "x-fallback-error-detail"
 DLQ_ORIGINAL_TOPIC = "x-original-topic"
 DLQ_ORIGINAL_PARTITION = "x-original-partition"
 DLQ_ORIGINAL_OFFSET = "x-original-offset"
+DLQ_VALUE_TRUNCATED = "x-fallback-value-truncated"
+DLQ_ORIGINAL_SIZE = "x-fallback-original-size"
 
 
 def fallback_id(request_id: str, recipient_seq: int) -> str:
