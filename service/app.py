@@ -314,26 +314,42 @@ class FallbackService:
         )
 
     async def stop(self) -> None:
-        """Stop taking events, finish and commit the batch in flight, close everything."""
+        """Stop taking events, finish and commit the batch in flight, close everything.
+
+        All of it within FALLBACK_SHUTDOWN_TIMEOUT_SECONDS (8 s; the contract allows 10) even
+        when the broker does not answer (frozen, gone): what cannot be committed by then stays
+        uncommitted and is read again after a restart.
+        """
+        within = self.settings.shutdown_timeout_seconds
         self.consuming = False
         self.metrics.ready.set(0)
         self.stopping.set()
         self.restored.set()  # wake a handler waiting for a restore that will not come
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+
+        def left(share: float = 1.0) -> float:
+            return max(0.1, (deadline - loop.time()) * share)
+
+        # The consumer gets most of the time (it finishes the batch in flight and leaves the
+        # group); the producer and the table readers share the rest.
         with _logged("consumer"):
-            await self.broker.stop()
+            await asyncio.wait_for(self.broker.stop(), left(0.7))
         with _logged("sink"):
-            await self.sink.stop()
+            await asyncio.wait_for(self.sink.stop(), left(0.3))
         with _logged("producer"):
-            await asyncio.wait_for(self.writer.stop(), 3)
+            await asyncio.wait_for(self.writer.stop(), left(0.5))
         for table in self.tables.all():
             with _logged(f"table {table.name}"):
-                await table.stop()
+                await asyncio.wait_for(table.stop(), left(0.5))
 
 
 @contextlib.contextmanager
 def _logged(what: str) -> Iterator[None]:
     try:
         yield
+    except TimeoutError:
+        log.warning("stopping %s: gave up waiting (its work stays uncommitted)", what)
     except Exception as exc:
         log.warning("stopping %s: %s", what, exc)
 

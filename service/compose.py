@@ -82,7 +82,9 @@ def build_broker(settings: Settings, options: dict[str, Any], metrics: Metrics) 
         settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id,
         security=faststream_security(settings.kafka(), options),
-        graceful_timeout=settings.shutdown_timeout_seconds,
+        # The handler in flight gets half the stop budget; the rest is for leaving the group,
+        # the producers and the tables (FallbackService.stop keeps the whole within budget).
+        graceful_timeout=settings.shutdown_timeout_seconds / 2,
         middlewares=(KafkaPrometheusMiddleware(registry=metrics.registry),),
         logger=logging.getLogger("fallback.faststream"),
         # FastStream logs two lines per message at INFO: keep them out of the service's INFO.
