@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
@@ -25,8 +26,14 @@ from faststream.message import StreamMessage
 from service.config import ConfigError, ProcessingGuarantee, Settings
 from service.core.models import ChannelSettings, SenderNumberStatus
 from service.dedupe import PartitionedDedupe
+from service.health import Health
 from service.http import make_http_app
-from service.kafka import ensure_internal_topic, max_message_bytes, partition_count
+from service.kafka import (
+    client_options,
+    ensure_internal_topic,
+    max_message_bytes,
+    partition_count,
+)
 from service.metrics import Metrics
 from service.processor import Processor
 from service.tables import Table
@@ -123,8 +130,11 @@ class FallbackService:
         tables: Tables,
         metrics: Metrics,
         stopping: asyncio.Event,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health or Health()
+        self._monitor: asyncio.Task[None] | None = None
         self.broker = broker
         self.processor = processor
         self.writer = processor.writer
@@ -188,7 +198,7 @@ class FallbackService:
             return "consumer not running"
         if not self.restored.is_set():
             return "restoring the dedupe state of assigned partitions"
-        return None
+        return self.health.problem()
 
     def _owned(self, records: Sequence[Any]) -> Sequence[Any]:
         """The records of `records` this instance still owns and has not handled yet.
@@ -230,6 +240,7 @@ class FallbackService:
             try:
                 await self.processor.process(owned)
                 self._advance(owned)
+                self.health.progressed()
             except Stopping as exc:
                 log.warning("%s", exc)
                 await self.writer.abandon()
@@ -258,6 +269,47 @@ class FallbackService:
             # Back off outside the lock, so that a rebalance or a stop never waits for it.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), FAILED_BATCH_BACKOFF_SECONDS)
+
+    async def _watch(self, every: float = 2.0) -> None:
+        """Every few seconds: does the broker answer, do records wait? Then say it in
+        `fallback_ready` (the same verdict as /readyz)."""
+        admin = AIOKafkaAdminClient(
+            **client_options(self.settings.kafka()), request_timeout_ms=3000
+        )
+        started = False
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if not started:
+                        await asyncio.wait_for(admin.start(), 3)
+                        started = True
+                    await asyncio.wait_for(admin.describe_cluster(), 3)
+                    self.health.broker_answered(True)
+                except Exception:
+                    self.health.broker_answered(False)
+                self.health.waiting(await self._records_waiting())
+                self.metrics.ready.set(1 if self.readiness() is None else 0)
+                await asyncio.sleep(every)
+        finally:
+            if started:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(admin.close(), 2)
+
+    async def _records_waiting(self) -> bool:
+        consumer = self.subscriber.consumer
+        if consumer is None:
+            return False
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 1)
+            except Exception:
+                continue
+            if position < end:
+                return True
+        return False
 
     def _advance(self, done: Sequence[Any]) -> None:
         floors = self.floors
@@ -304,7 +356,7 @@ class FallbackService:
         await self.broker.start()
         self.writer.attach(self.subscriber.consumer)
         self.consuming = True
-        self.metrics.ready.set(1)
+        self._monitor = asyncio.create_task(self._watch(), name="health")
         log.info(
             "consuming %s as group %s (%d channels, %d sender numbers)",
             s.input_topic,
@@ -325,6 +377,8 @@ class FallbackService:
         self.metrics.ready.set(0)
         self.stopping.set()
         self.restored.set()  # wake a handler waiting for a restore that will not come
+        if self._monitor is not None:
+            self._monitor.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
 

@@ -18,6 +18,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from service.app import FallbackService, Tables
 from service.config import ProcessingGuarantee, Settings
 from service.dedupe import DigestSet, PartitionedDedupe
+from service.health import Health
 from service.kafka import client_options, faststream_security, make_producer
 from service.metrics import Metrics
 from service.observe import Observer
@@ -95,21 +96,30 @@ def build_broker(settings: Settings, options: dict[str, Any], metrics: Metrics) 
 
 
 def build_writer(
-    settings: Settings, options: dict[str, Any], metrics: Metrics, stopping: asyncio.Event
+    settings: Settings,
+    options: dict[str, Any],
+    metrics: Metrics,
+    stopping: asyncio.Event,
+    health: Health,
 ) -> Writer:
     """The writer FALLBACK_PROCESSING_GUARANTEE asks for (§9)."""
+
+    def publish_error() -> None:
+        metrics.publish_errors.inc()
+        health.write_failed()
+
     if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
         return TransactionalWriter(
             lambda transactional_id: make_producer(settings, options, transactional_id),
             group_id=settings.group_id,
             stopping=stopping,
-            on_publish_error=metrics.publish_errors.inc,
+            on_publish_error=publish_error,
             on_commit_refused=metrics.commit_failures.inc,
         )
     return AcknowledgedWriter(
         lambda: make_producer(settings, options),
         stopping=stopping,
-        on_publish_error=metrics.publish_errors.inc,
+        on_publish_error=publish_error,
         on_commit_refused=metrics.commit_failures.inc,
     )
 
@@ -126,8 +136,9 @@ def build_service(
     metrics = Metrics()
     options = client_options(settings.kafka())
     stopping = asyncio.Event()
+    health = Health()
     if writer is None:
-        writer = build_writer(settings, options, metrics, stopping)
+        writer = build_writer(settings, options, metrics, stopping, health)
     if sink is None:
         sink = KafkaSink(writer, settings.output_topic)
     if tables is None:
@@ -152,4 +163,5 @@ def build_service(
         tables=tables,
         metrics=metrics,
         stopping=stopping,
+        health=health,
     )

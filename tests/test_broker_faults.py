@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.dev.apache_kafka import ApacheKafka
@@ -107,3 +108,63 @@ async def test_sigterm_with_the_broker_frozen(own_kafka: ApacheKafka, tmp_path: 
         assert await asyncio.to_thread(p.wait, 15) == 0
     outcomes = await read_to_end(bootstrap, topics.events)
     assert {r.key for r in outcomes} == {f"R{i}:1".encode() for i in range(COUNT)}
+
+
+def _ready(port: int) -> int:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+async def _until_ready_is(port: int, status: int, within: float) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < within:
+        if await asyncio.to_thread(_ready, port) == status:
+            return time.monotonic() - began
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"/readyz never answered {status} within {within}s")
+
+
+async def test_readiness_through_a_20s_freeze(own_kafka: ApacheKafka, tmp_path: Path) -> None:
+    """/readyz says 503 while the broker is frozen and 200 after; nothing is lost."""
+    bootstrap = own_kafka.bootstrap
+    topics, port, env = await backlog(
+        bootstrap, KAFKA_OVERRIDES, COUNT, "at-least-once", FALLBACK_BATCH_MAX_RECORDS="200"
+    )
+    group = env["FALLBACK_GROUP_ID"]
+    log = tmp_path / "service.log"
+    with service_process(env, output=log) as p:
+        await asyncio.to_thread(wait_ready, port, p, 60)
+        await wait_progress(bootstrap, group, topics.input, COUNT // 4, 60)
+        own_kafka.freeze()
+        try:
+            noticed = await _until_ready_is(port, 503, 15)
+            async with httpx.AsyncClient() as client:
+                body = (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).text
+            await asyncio.sleep(20 - noticed)
+            assert await asyncio.to_thread(_ready, port) == 503
+        finally:
+            own_kafka.thaw()
+        back = await _until_ready_is(port, 200, 60)
+        print(f"\nfrozen 20 s: 503 after {noticed:.1f}s ({body.strip()}), 200 {back:.1f}s after")
+        assert "broker unreachable" in body
+        assert await wait_progress(bootstrap, group, topics.input, COUNT, 120) == COUNT
+        assert p.poll() is None
+    outcomes = await read_to_end(bootstrap, topics.events)
+    assert {r.key for r in outcomes} == {f"R{i}:1".encode() for i in range(COUNT)}
+
+
+async def test_broker_absent_at_start_up(own_kafka: ApacheKafka, tmp_path: Path) -> None:
+    """Not ready while the broker is away, retrying; working once it appears."""
+    bootstrap = own_kafka.bootstrap
+    topics, port, env = await backlog(bootstrap, KAFKA_OVERRIDES, 500, "at-least-once")
+    group = env["FALLBACK_GROUP_ID"]
+    await asyncio.to_thread(own_kafka.stop)
+    with service_process(env, output=tmp_path / "service.log") as p:
+        await asyncio.sleep(5)
+        assert p.poll() is None  # it waits, it does not give up
+        assert await asyncio.to_thread(_ready, port) == 503
+        await asyncio.to_thread(own_kafka.start)
+        await _until_ready_is(port, 200, 90)
+        assert await wait_progress(bootstrap, group, topics.input, 500, 60) == 500
