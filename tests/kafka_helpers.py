@@ -167,6 +167,15 @@ async def read_all(
     return await read(bootstrap, topic, 10**9, within=settle, isolation_level=isolation_level)
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partitions of `topic`, once the consumer's metadata knows it (a new topic may lag)."""
+    parts = consumer.partitions_for_topic(topic)
+    while not parts:
+        await refresh_metadata(consumer)
+        parts = consumer.partitions_for_topic(topic)
+    return set(parts)
+
+
 def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
 
@@ -177,10 +186,7 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | N
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        while not parts:
-            await refresh_metadata(consumer)
-            parts = consumer.partitions_for_topic(topic)
+        parts = await partitions_of(consumer, topic)
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(parts)}
     finally:
         await consumer.stop()
@@ -244,11 +250,7 @@ async def from_beginning(
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        while not parts:
-            await refresh_metadata(consumer)
-            parts = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         yield consumer, tps

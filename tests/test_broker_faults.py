@@ -8,9 +8,12 @@ directory and ports, and checks that the running service recovered by itself wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,7 +21,7 @@ import pytest
 
 from service.dev.apache_kafka import ApacheKafka
 from tests.conftest import KAFKA_OVERRIDES, start_kafka
-from tests.kafka_helpers import backlog, read_to_end
+from tests.kafka_helpers import Topics, backlog, read_to_end
 from tests.processes import service_process, wait_ready
 from tests.test_exactly_once import duplicates, progress, wait_progress
 
@@ -77,18 +80,48 @@ async def test_service_recovers_from_a_broker_fault(
     assert await progress(bootstrap, group, topics.input) == COUNT
 
 
-async def test_sigterm_with_the_broker_frozen(own_kafka: ApacheKafka, tmp_path: Path) -> None:
-    """SIGTERM exits 0 within 10 s even when the broker does not answer; what could not be
-    committed is read again after a restart, and nothing is lost."""
-    bootstrap = own_kafka.bootstrap
+@dataclass
+class Draining:
+    """A service process a quarter of the way through a backlog, on its own broker."""
+
+    process: subprocess.Popen[bytes]
+    topics: Topics
+    port: int
+    group: str
+    env: dict[str, str]
+    log: Path
+
+
+@contextlib.asynccontextmanager
+async def draining(own_kafka: ApacheKafka, tmp_path: Path) -> AsyncIterator[Draining]:
     topics, port, env = await backlog(
-        bootstrap, KAFKA_OVERRIDES, COUNT, "at-least-once", FALLBACK_BATCH_MAX_RECORDS="200"
+        own_kafka.bootstrap,
+        KAFKA_OVERRIDES,
+        COUNT,
+        "at-least-once",
+        FALLBACK_BATCH_MAX_RECORDS="200",
     )
     group = env["FALLBACK_GROUP_ID"]
     log = tmp_path / "service.log"
     with service_process(env, output=log) as p:
         await asyncio.to_thread(wait_ready, port, p, 60)
-        await wait_progress(bootstrap, group, topics.input, COUNT // 4, 60)
+        await wait_progress(own_kafka.bootstrap, group, topics.input, COUNT // 4, 60)
+        yield Draining(p, topics, port, group, env, log)
+
+
+async def test_sigterm_with_the_broker_frozen(own_kafka: ApacheKafka, tmp_path: Path) -> None:
+    """SIGTERM exits 0 within 10 s even when the broker does not answer; what could not be
+    committed is read again after a restart, and nothing is lost."""
+    bootstrap = own_kafka.bootstrap
+    async with draining(own_kafka, tmp_path) as run:
+        p, topics, port, group, env, log = (
+            run.process,
+            run.topics,
+            run.port,
+            run.group,
+            run.env,
+            run.log,
+        )
         own_kafka.freeze()
         try:
             await asyncio.sleep(1)
@@ -129,14 +162,8 @@ async def _until_ready_is(port: int, status: int, within: float) -> float:
 async def test_readiness_through_a_20s_freeze(own_kafka: ApacheKafka, tmp_path: Path) -> None:
     """/readyz says 503 while the broker is frozen and 200 after; nothing is lost."""
     bootstrap = own_kafka.bootstrap
-    topics, port, env = await backlog(
-        bootstrap, KAFKA_OVERRIDES, COUNT, "at-least-once", FALLBACK_BATCH_MAX_RECORDS="200"
-    )
-    group = env["FALLBACK_GROUP_ID"]
-    log = tmp_path / "service.log"
-    with service_process(env, output=log) as p:
-        await asyncio.to_thread(wait_ready, port, p, 60)
-        await wait_progress(bootstrap, group, topics.input, COUNT // 4, 60)
+    async with draining(own_kafka, tmp_path) as run:
+        p, topics, port, group = run.process, run.topics, run.port, run.group
         own_kafka.freeze()
         try:
             noticed = await _until_ready_is(port, 503, 15)
