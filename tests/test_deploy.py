@@ -73,3 +73,22 @@ def test_topics_are_created_by_the_cli_verb() -> None:
     ]
     container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:2] == ["topics", "create"]
+
+
+def test_dockerfile_is_multi_stage_non_root_and_checked() -> None:
+    """No Docker engine runs here: the image's promises are checked in its Dockerfile."""
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    stages = [line for line in lines if line.startswith("FROM ")]
+    assert len(stages) == 2 and stages[0].endswith(" AS build")
+    assert "pip wheel" in " ".join(lines)  # wheels built in the first stage
+    runtime = lines[lines.index(stages[1]) :]
+    assert not any("gcc" in line or "[dev]" in line for line in runtime)
+    user = next(line for line in runtime if line.startswith("USER "))
+    uid = user.split()[1].split(":")[0]
+    assert uid.isdigit() and int(uid) >= 10000  # fixed, non-root
+    assert "PYTHONDONTWRITEBYTECODE=1" in " ".join(runtime)
+    health = " ".join(line for line in runtime if "HEALTHCHECK" in line or "/healthz" in line)
+    assert "/healthz" in health
+    labels = " ".join(runtime)
+    for label in ("source", "version", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in labels
