@@ -31,6 +31,7 @@ from service.http import make_http_app
 from service.kafka import (
     client_options,
     ensure_internal_topic,
+    internal_topics,
     max_message_bytes,
     partition_count,
 )
@@ -328,26 +329,15 @@ class FallbackService:
                 consumer.seek(tp, offset)
 
     async def start(self) -> None:
-        """Connect, create the internal topic, load the tables, then start consuming."""
+        """Connect, create the internal topics, load the tables, then start consuming."""
         s = self.settings
         await _retrying("producer", self.writer.start, self.stopping)
         await self.sink.start()
         partitions = await partition_count(s, s.input_topic) or 1
-        retention_ms = int(s.dedupe_retention_days * 86400 * 1000)
-        await ensure_internal_topic(
-            s,
-            "FALLBACK_DEDUPE_TOPIC",
-            s.dedupe_topic_name,
-            partitions=partitions,
-            config={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
-        )
-        await ensure_internal_topic(
-            s,
-            "FALLBACK_REPARTITION_TOPIC",
-            s.repartition_topic_name,
-            partitions=partitions,
-            config={"cleanup.policy": "delete", "retention.ms": str(retention_ms)},
-        )
+        for topic in internal_topics(s):
+            await ensure_internal_topic(
+                s, topic.variable, topic.name, partitions=partitions, config=topic.config
+            )
         self.requested.start(partitions)
         self.processor.dlq_max_bytes = await max_message_bytes(s, s.dlq_topic)
         tables = self.tables.all()

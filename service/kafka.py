@@ -6,6 +6,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -118,6 +119,33 @@ async def admin_client(kafka: KafkaConnection) -> AsyncIterator[AIOKafkaAdminCli
         yield admin
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True, slots=True)
+class InternalTopic:
+    """A topic the service owns, partitioned like the input, and the variable that names it."""
+
+    variable: str
+    name: str
+    config: dict[str, str]
+
+
+def internal_topics(settings: Settings) -> list[InternalTopic]:
+    """The dedupe changelog (compacted) and the repartition topic, kept as long as the dedupe
+    state remembers."""
+    retention = str(int(settings.dedupe_retention_days * 86400 * 1000))
+    return [
+        InternalTopic(
+            "FALLBACK_DEDUPE_TOPIC",
+            settings.dedupe_topic_name,
+            {"cleanup.policy": "compact,delete", "retention.ms": retention},
+        ),
+        InternalTopic(
+            "FALLBACK_REPARTITION_TOPIC",
+            settings.repartition_topic_name,
+            {"cleanup.policy": "delete", "retention.ms": retention},
+        ),
+    ]
 
 
 async def ensure_internal_topic(

@@ -28,7 +28,13 @@ from service.core.models import (
 )
 from service.core.rules import phone_digits
 from service.dedupe import owner_partition
-from service.kafka import admin_client, client_options, partition_count, refresh_metadata
+from service.kafka import (
+    admin_client,
+    client_options,
+    internal_topics,
+    partition_count,
+    refresh_metadata,
+)
 from service.tables import Table, decode_channel, decode_sender_number
 
 
@@ -179,7 +185,6 @@ async def delete_sendno(settings: Settings, raw: str) -> str:
 
 def wanted_topics(settings: Settings, partitions: int, replication: int) -> list[NewTopic]:
     """The six topics of the contract and the service's two internal ones."""
-    retention = str(int(settings.dedupe_retention_days * 86400 * 1000))
     data = (settings.input_topic, settings.output_topic, settings.events_topic, settings.dlq_topic)
     return (
         [NewTopic(t, partitions, replication) for t in data]
@@ -188,18 +193,8 @@ def wanted_topics(settings: Settings, partitions: int, replication: int) -> list
             for t in (settings.channel_settings_topic, settings.sender_numbers_topic)
         ]
         + [
-            NewTopic(
-                settings.dedupe_topic_name,
-                partitions,
-                replication,
-                topic_configs={"cleanup.policy": "compact,delete", "retention.ms": retention},
-            ),
-            NewTopic(
-                settings.repartition_topic_name,
-                partitions,
-                replication,
-                topic_configs={"cleanup.policy": "delete", "retention.ms": retention},
-            ),
+            NewTopic(t.name, partitions, replication, topic_configs=t.config)
+            for t in internal_topics(settings)
         ]
     )
 
