@@ -74,7 +74,7 @@ class Table(Generic[V]):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # Short fetch waits keep `catch_up` from waiting out a long poll for each batch.
+            # Short fetch waits: a channel or sender-number change applies within milliseconds.
             fetch_max_wait_ms=10,
         )
         await consumer.start()
@@ -101,15 +101,6 @@ class Table(Generic[V]):
 
     async def wait_loaded(self) -> None:
         await self.loaded.wait()
-
-    async def catch_up(self) -> None:
-        """Wait until every record written before this call has been applied."""
-        consumer = self._consumer
-        assert consumer is not None, "start() first"
-        ends = await consumer.end_offsets(self._partitions)
-        await self.loaded.wait()
-        while not await _at_end(consumer, ends):  # noqa: ASYNC110 - positions have no event
-            await asyncio.sleep(0.02)
 
     async def _follow(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
         while True:

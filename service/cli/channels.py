@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli._common import Json, emit_json, run, settings
+from service.cli._common import Json, emit_json, fail, run, settings
 from service.core.models import ChannelSettings
 from service.operations import delete_channel, put_channel, read_table
 
@@ -80,8 +80,7 @@ def get(
     """Show one channel's settings (exit status 1 when there is no such channel)."""
     channel = run(read_table(settings(), "channels")).get(sender_key)
     if channel is None:
-        typer.echo(f"fallback-service: no channel {sender_key!r}", err=True)
-        raise typer.Exit(1)
+        fail(f"no channel {sender_key!r}")
     if as_json:
         emit_json(_as_dict(sender_key, channel))
     else:

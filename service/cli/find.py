@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli._common import Json, emit_json, parse_time, run, settings, shown_time
+from service.cli._common import Json, emit_json, fail, parse_time, run, settings, shown_time
 from service.logs import mask_number, mask_numbers_in
 from service.operations import find as find_story
 
@@ -67,5 +67,4 @@ def find(
                 f"{mask_numbers_in(d.detail)[:120]}"
             )
     if not story.found:
-        typer.echo(f"fallback-service: nothing about {fallback_id} in the topics", err=True)
-        raise typer.Exit(1)
+        fail(f"nothing about {fallback_id} in the topics")

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli._common import Json, emit_json, parse_time, settings, shown_time
+from service.cli._common import Json, emit_json, parse_time, run, settings, shown_time
 from service.core.models import Reason, Status
-from service.operations import Refused, outcome_filter, outcomes
+from service.operations import outcome_filter, outcomes
 
 
 def line(moment: Any, outcome: dict[str, Any]) -> str:
@@ -59,10 +59,6 @@ def tail(
             shown += 1
         return shown
 
-    try:
-        shown = asyncio.run(show())
-    except Refused as exc:
-        typer.echo(f"fallback-service: {exc}", err=True)
-        raise typer.Exit(1) from None
+    shown = run(show())
     if not as_json and not follow:
         typer.echo(f"{shown} outcomes")
