@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit bench clean
+.PHONY: install run run-nhn test lint unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m service.dev.demo
+
+# The same, delivering through the local NHN-compatible SMS API (SENT/FAILED outcomes).
+run-nhn: $(STAMP)
+	FALLBACK_SINK=nhn $(BIN)/python -m service.dev.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

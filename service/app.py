@@ -36,7 +36,7 @@ from service.kafka import (
     partition_count,
 )
 from service.metrics import Metrics
-from service.processor import Processor
+from service.processor import Held, Processor
 from service.tables import Table
 from service.transactional import PartitionsNotCommitted
 from service.writer import Stopping, Unwritable
@@ -108,6 +108,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             await service.writer.revoked(revoked)
             # The state of partitions given up goes with them; the next owner restores it.
             service.tables.requested.drop({tp.partition for tp in revoked})
+            service.done = {(tp, off) for tp, off in service.done if tp not in revoked}
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         service = self.service
@@ -150,6 +151,9 @@ class FallbackService:
         # a previous owner (exactly-once, set on assignment) or by this instance's last batch.
         # A batch fetched before a seek on assignment would otherwise come twice.
         self.floors: dict[TopicPartition, int] = {}
+        # Records past a held one that were fully handled: skipped when read again (§10).
+        self.done: set[tuple[TopicPartition, int]] = set()
+        self._resume: asyncio.Task[None] | None = None
         self.consuming = False
         self.subscriber = broker.subscriber(
             settings.input_topic,
@@ -199,7 +203,7 @@ class FallbackService:
             return "consumer not running"
         if not self.restored.is_set():
             return "restoring the dedupe state of assigned partitions"
-        return self.health.problem()
+        return self.sink.unavailable() or self.health.problem()
 
     def _owned(self, records: Sequence[Any]) -> Sequence[Any]:
         """The records of `records` this instance still owns and has not handled yet.
@@ -215,13 +219,22 @@ class FallbackService:
         firsts: dict[tuple[str, int], int] = {}
         for r in records:
             firsts.setdefault((r.topic, r.partition), r.offset)
-        if all(tp in assignment and off >= floors.get(tp, 0) for tp, off in firsts.items()):
+        done = self.done
+        if not done and all(
+            tp in assignment and off >= floors.get(tp, 0) for tp, off in firsts.items()
+        ):
             return records  # the usual case: nothing to drop
         kept = [
             r
             for r in records
-            if (tp := (r.topic, r.partition)) in assignment and r.offset >= floors.get(tp, 0)
+            if (tp := TopicPartition(r.topic, r.partition)) in assignment
+            and r.offset >= floors.get(tp, 0)
+            and (tp, r.offset) not in done
         ]
+        if done:
+            self.done = {(tp, off) for tp, off in done if off >= floors.get(tp, 0)} - {
+                (TopicPartition(r.topic, r.partition), r.offset) for r in records
+            }
         log.info(
             "dropped %d fetched records already done or owned elsewhere", len(records) - len(kept)
         )
@@ -241,6 +254,15 @@ class FallbackService:
             try:
                 await self.processor.process(owned)
                 self._advance(owned)
+                self.health.progressed()
+            except Held as exc:
+                # The SMS provider is unavailable: what was settled is committed; the rest is
+                # read again once the sink may try, and nothing new is taken meanwhile.
+                self._advance([r for r in owned if r.offset < exc.rewind.get(_tp(r), r.offset + 1)])
+                self.done |= exc.done
+                self._rewind([r for r in owned if r.offset == exc.rewind.get(_tp(r))])
+                self.metrics.sink_held.inc(exc.held)
+                self._pause(exc.retry_after)
                 self.health.progressed()
             except Stopping as exc:
                 log.warning("%s", exc)
@@ -270,6 +292,28 @@ class FallbackService:
             # Back off outside the lock, so that a rebalance or a stop never waits for it.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), FAILED_BATCH_BACKOFF_SECONDS)
+
+    def _pause(self, retry_after: float) -> None:
+        """Take no events until the sink may try again: the partitions stay assigned (the
+        consumer keeps polling, so the group keeps them here), only their fetching stops."""
+        consumer = self.subscriber.consumer
+        if consumer is None:
+            return
+        consumer.pause(*consumer.assignment())
+        if self._resume is None or self._resume.done():
+            self._resume = asyncio.create_task(self._resume_after(retry_after), name="resume")
+
+    async def _resume_after(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+        if self.stopping.is_set():
+            return
+        consumer = self.subscriber.consumer
+        if consumer is None:
+            return
+        # The next request is the probe: it closes the breaker, or the batch is held again.
+        self.sink.probe()
+        consumer.resume(*consumer.paused())
 
     async def _watch(self, every: float = 2.0) -> None:
         """Every few seconds: does the broker answer, do records wait? Then say it in
@@ -369,6 +413,8 @@ class FallbackService:
         self.restored.set()  # wake a handler waiting for a restore that will not come
         if self._monitor is not None:
             self._monitor.cancel()
+        if self._resume is not None:
+            self._resume.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
 
@@ -386,6 +432,10 @@ class FallbackService:
         for table in self.tables.all():
             with _logged(f"table {table.name}"):
                 await asyncio.wait_for(table.stop(), left(0.5))
+
+
+def _tp(record: Any) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from service.app import FallbackService, Tables
 from service.config import ProcessingGuarantee, Settings
+from service.config import Sink as SinkChoice
 from service.dedupe import DigestSet, PartitionedDedupe
 from service.health import Health
 from service.kafka import client_options, faststream_security, make_producer
@@ -124,6 +125,15 @@ def build_writer(
     )
 
 
+def build_sink(settings: Settings, writer: Writer, metrics: Metrics) -> Sink:
+    """The sink FALLBACK_SINK asks for (§10)."""
+    if settings.sink is SinkChoice.NHN:
+        from service.sinks.nhn import NhnSink  # httpx is only loaded when it is used
+
+        return NhnSink(settings.nhn(), metrics)
+    return KafkaSink(writer, settings.output_topic)
+
+
 def build_service(
     settings: Settings,
     *,
@@ -140,7 +150,7 @@ def build_service(
     if writer is None:
         writer = build_writer(settings, options, metrics, stopping, health)
     if sink is None:
-        sink = KafkaSink(writer, settings.output_topic)
+        sink = build_sink(settings, writer, metrics)
     if tables is None:
         tables = build_tables(settings, options, metrics)
     processor = Processor(

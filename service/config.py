@@ -79,6 +79,25 @@ class KafkaConnection:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class NhnApi:
+    """The slice of the settings the `nhn` sink needs (§10): where the API is, the keys, and
+    how hard to press it."""
+
+    base_url: str
+    app_key: str
+    secret_key: SecretStr
+    timeout_seconds: float
+    max_attempts: int
+    request_deadline_seconds: float
+    backoff_base_seconds: float
+    backoff_max_seconds: float
+    rate_limit: float
+    concurrency: int
+    breaker_threshold: int
+    breaker_max_seconds: float
+
+
 class Settings(BaseSettings):
     """Every setting of the service. Build it with `load_settings()`."""
 
@@ -144,6 +163,29 @@ class Settings(BaseSettings):
 
     # Sink (§10)
     sink: Sink = Sink.KAFKA
+    # The nhn sink: an NHN Cloud SMS API v3.0-compatible endpoint.
+    nhn_base_url: str = "https://sms.api.nhncloudservice.com"
+    nhn_app_key: str | None = None
+    nhn_secret_key: SecretStr | None = None
+    # A file holding the secret key (a mounted Secret), read at start-up; wins over the variable.
+    nhn_secret_key_file: str | None = None
+    # Each HTTP call; a call that takes longer counts as a transient failure.
+    nhn_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    # Attempts per request, the first included, before it is FAILED provider_unavailable.
+    nhn_max_attempts: int = Field(4, ge=1, le=100)
+    # All attempts of one request, back-offs included, end within this.
+    nhn_request_deadline_seconds: float = Field(30.0, gt=0, le=3600)
+    # Exponential back-off with full jitter between attempts: base, doubling up to the max.
+    nhn_backoff_base_ms: int = Field(200, ge=1, le=60_000)
+    nhn_backoff_max_ms: int = Field(5000, ge=1, le=300_000)
+    # Requests per second to the API (token bucket); 0: no limit.
+    nhn_rate_limit: float = Field(300.0, ge=0, le=100_000)
+    # Requests in flight at once.
+    nhn_concurrency: int = Field(16, ge=1, le=1024)
+    # Transient failures in a row that open the circuit breaker (input paused, API probed).
+    nhn_breaker_threshold: int = Field(5, ge=1, le=10_000)
+    # Longest wait between two probes of an unavailable API.
+    nhn_breaker_max_seconds: float = Field(30.0, gt=0, le=3600)
 
     # Operation
     http_port: int = Field(8080, ge=0, le=65535)
@@ -197,8 +239,24 @@ class Settings(BaseSettings):
                 "SASL needs FALLBACK_KAFKA_SASL_USERNAME and FALLBACK_KAFKA_SASL_PASSWORD",
             )
         if self.sink is Sink.NHN:
-            # Named in the contract, not built yet: refuse rather than run without delivering.
-            raise _NamedError("sink", "the nhn sink is not available in this version; use kafka")
+            if self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+                # An HTTP call cannot join a Kafka transaction (§10).
+                raise _NamedError(
+                    "sink",
+                    "FALLBACK_SINK=nhn cannot be combined with "
+                    "FALLBACK_PROCESSING_GUARANTEE=exactly-once: an HTTP API cannot join a Kafka "
+                    "transaction; use at-least-once",
+                )
+            if not self.nhn_app_key:
+                raise _NamedError("nhn_app_key", "FALLBACK_SINK=nhn needs FALLBACK_NHN_APP_KEY")
+            if not self.nhn_secret_key and not self.nhn_secret_key_file:
+                raise _NamedError(
+                    "nhn_secret_key",
+                    "FALLBACK_SINK=nhn needs FALLBACK_NHN_SECRET_KEY "
+                    "or FALLBACK_NHN_SECRET_KEY_FILE",
+                )
+            if not self.nhn_base_url.startswith(("http://", "https://")):
+                raise _NamedError("nhn_base_url", "expected an http:// or https:// URL")
         return self
 
     @property
@@ -223,6 +281,41 @@ class Settings(BaseSettings):
             ssl_keyfile=self.kafka_ssl_keyfile,
             ssl_key_password=self.kafka_ssl_key_password,
             ssl_check_hostname=self.kafka_ssl_check_hostname,
+        )
+
+    def nhn(self) -> NhnApi:
+        """The `nhn` sink's slice. Reads FALLBACK_NHN_SECRET_KEY_FILE when set; raises
+        ConfigError naming the variable when it cannot be read or is empty."""
+        secret = self.nhn_secret_key
+        if self.nhn_secret_key_file:
+            variable = _variable("nhn_secret_key_file")
+            try:
+                with open(self.nhn_secret_key_file, encoding="utf-8") as file:
+                    text = file.read().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"invalid configuration: {variable}: cannot read the file ({exc.strerror})"
+                ) from None
+            if not text:
+                raise ConfigError(f"invalid configuration: {variable}: the file is empty")
+            secret = SecretStr(text)
+        if secret is None or not self.nhn_app_key:
+            raise ConfigError(
+                "invalid configuration: FALLBACK_NHN_APP_KEY and FALLBACK_NHN_SECRET_KEY are needed"
+            )
+        return NhnApi(
+            base_url=self.nhn_base_url.rstrip("/"),
+            app_key=self.nhn_app_key,
+            secret_key=secret,
+            timeout_seconds=self.nhn_timeout_seconds,
+            max_attempts=self.nhn_max_attempts,
+            request_deadline_seconds=self.nhn_request_deadline_seconds,
+            backoff_base_seconds=self.nhn_backoff_base_ms / 1000,
+            backoff_max_seconds=self.nhn_backoff_max_ms / 1000,
+            rate_limit=self.nhn_rate_limit,
+            concurrency=self.nhn_concurrency,
+            breaker_threshold=self.nhn_breaker_threshold,
+            breaker_max_seconds=self.nhn_breaker_max_seconds,
         )
 
     def policy(self) -> Policy:

@@ -70,3 +70,6 @@ def configure(level: str, fmt: LogFormat) -> None:
     root.setLevel(level)
     # aiokafka logs every rebalance step and retry at INFO; keep its warnings only.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    # httpx logs one line per HTTP call at INFO (one per SMS with the nhn sink).
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

@@ -79,3 +79,37 @@ class Metrics:
             "Events forwarded to the partition that owns their fallbackId (not keyed by it)",
             registry=r,
         )
+        # The nhn sink (§10)
+        self.nhn_requests = Counter(
+            "fallback_nhn_requests",
+            "Calls to the SMS API by endpoint and result (the API's resultCode, or the "
+            "transport's trouble: http_503, timeout, connection_error)",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.nhn_retries = Counter(
+            "fallback_nhn_retries",
+            "Calls to the SMS API repeated after transient trouble",
+            ["endpoint"],
+            registry=r,
+        )
+        self.nhn_in_flight = Gauge(
+            "fallback_nhn_in_flight", "Calls to the SMS API waiting for an answer", registry=r
+        )
+        self.nhn_latency = Histogram(
+            "fallback_nhn_request_seconds",
+            "Time for one call to the SMS API to be answered (or to fail)",
+            ["endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.nhn_breaker_open = Gauge(
+            "fallback_nhn_breaker_open",
+            "1 while the SMS API is unavailable and the input is paused",
+            registry=r,
+        )
+        self.sink_held = Counter(
+            "fallback_sink_held",
+            "Requests held back (read again later) because the SMS API was unavailable",
+            registry=r,
+        )

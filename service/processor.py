@@ -92,6 +92,31 @@ class Batch:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+class Held(Exception):
+    """The sink held some deliveries back: its provider is unavailable (§10).
+
+    What could be settled was written and committed up to `rewind`, each partition's first held
+    record; read the partitions again from there after `retry_after` seconds. The records in
+    `done` lie past a held one but were fully handled (outcomes written): skip them when they
+    come again.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        retry_after: float,
+        rewind: dict[TopicPartition, int],
+        done: set[tuple[TopicPartition, int]],
+        held: int,
+    ) -> None:
+        super().__init__(f"{held} requests held back: {reason}")
+        self.reason = reason
+        self.retry_after = retry_after
+        self.rewind = rewind
+        self.done = done
+        self.held = held
+
+
 def dead_letter(
     record: ConsumerRecord, malformed: Malformed, topic: str, max_bytes: int = 1_048_576
 ) -> Write:
@@ -216,7 +241,7 @@ class Processor:
             )
             if decision.request is not None:
                 pending.add(fid)
-                delivery = Delivery(decision.request, source)
+                delivery = Delivery(decision.request, source, offset=record.offset)
                 batch.deliveries.append(delivery)
                 batch.requested_at[len(batch.outcomes)] = (delivery, decision.outcome)
             batch.outcomes.append(
@@ -239,18 +264,60 @@ class Processor:
         await self.requested.catch_up()
         now = self.clock()
         batch = self.convert(records, now)
+        held: Held | None = None
+        if batch.deliveries:
+            await self.sink.deliver(batch.deliveries)
+            if any(d.held for d in batch.deliveries):
+                batch, held = self._without_held(records, batch, now)
         await self._write(batch, now)
         await self.writer.commit(batch.offsets)
         # Only now are the markers final (in exactly-once mode they were part of a transaction).
         self.requested.remember(batch.marked, _ms(now))
-        self.observer.observe(batch, len(records), time.monotonic() - started)
+        done = len(records) - (held.held if held is not None else 0)
+        self.observer.observe(batch, done, time.monotonic() - started)
+        if held is not None:
+            raise held
+
+    def _without_held(
+        self, records: Sequence[ConsumerRecord], batch: Batch, now: datetime
+    ) -> tuple[Batch, Held]:
+        """The batch again without the records whose requests the sink held back, with the
+        answers the sink gave for the others, and what to read again.
+
+        A record that repeats a held fallbackId in the same batch is held too: it was decided
+        as a duplicate of a request that has not happened yet.
+        """
+        held_ids = {d.request.fallbackId for d in batch.deliveries if d.held}
+        answered = {d.request.fallbackId: d.answer for d in batch.deliveries if not d.held}
+        kept: list[ConsumerRecord] = []
+        rewind: dict[TopicPartition, int] = {}
+        held = 0
+        for record in records:
+            if _fallback_id(record) in held_ids:
+                tp = TopicPartition(record.topic, record.partition)
+                rewind[tp] = min(rewind.get(tp, record.offset), record.offset)
+                held += 1
+            else:
+                kept.append(record)
+        again = self.convert(kept, now)
+        for delivery in again.deliveries:
+            delivery.answer = answered[delivery.request.fallbackId]
+        done = {
+            (tp, r.offset)
+            for r in kept
+            if (tp := TopicPartition(r.topic, r.partition)) in rewind and r.offset > rewind[tp]
+        }
+        for tp, offset in rewind.items():
+            again.offsets[tp] = offset
+        reason = self.sink.unavailable() or "the SMS provider is unavailable"
+        return again, Held(reason, self.sink.retry_in(), rewind, done, held)
 
     async def _write(self, batch: Batch, now: datetime) -> None:
+        """Dead letters (and requests, already with the sink), markers, outcomes: in order."""
         writer = self.writer
         if not batch.deliveries:
             await writer.write(batch.dead_letters + batch.outcomes)
             return
-        await self.sink.deliver(batch.deliveries)
         if batch.dead_letters:
             await writer.write(batch.dead_letters)
         stamp = timestamp(now)
@@ -289,6 +356,12 @@ class Processor:
             batch.settled.append(settled)
             outcomes.append(Write(write.topic, write.key, to_json(settled), source=write.source))
         return outcomes
+
+
+def _fallback_id(record: ConsumerRecord) -> str | None:
+    """The fallbackId of a well-formed input record (parsed again: only when a sink held)."""
+    event = parse_failure_event(record.value)
+    return None if isinstance(event, Malformed) else event.fallback_id
 
 
 def _ms(moment: datetime) -> int:

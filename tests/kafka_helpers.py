@@ -208,15 +208,18 @@ async def running(settings: Settings) -> AsyncIterator[FallbackService]:
         await service.stop()
 
 
-async def fill(bootstrap: str, topic: str, count: int, *, prefix: str = "R") -> None:
-    """Produce `count` well-formed OTP failure events, keyed by fallbackId, as fast as possible."""
+async def fill(
+    bootstrap: str, topic: str, count: int, *, prefix: str = "R", first: int = 0
+) -> None:
+    """Produce `count` well-formed OTP failure events, keyed by fallbackId, as fast as possible;
+    numbered from `first` (the number is in the requestId and the OTP of the body)."""
     p = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=512 * 1024
     )
     await p.start()
     try:
         futures = []
-        for i in range(count):
+        for i in range(first, first + count):
             value = orjson.dumps(
                 event_dict(requestId=f"{prefix}{i}", content=f"[마이브랜드] 인증번호 {i:06d}")
             )

@@ -101,9 +101,58 @@ def test_sasl_needs_credentials_and_hides_the_password(monkeypatch: pytest.Monke
     assert "hunter2" not in str(s.model_dump())
 
 
-def test_nhn_sink_is_refused_until_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nhn_sink_needs_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FALLBACK_SINK", "nhn")
-    with pytest.raises(ConfigError, match="FALLBACK_SINK: the nhn sink is not available"):
+    with pytest.raises(ConfigError, match="FALLBACK_NHN_APP_KEY"):
+        load_settings()
+    monkeypatch.setenv("FALLBACK_NHN_APP_KEY", "app")
+    with pytest.raises(
+        ConfigError, match=r"FALLBACK_NHN_SECRET_KEY: .*FALLBACK_NHN_SECRET_KEY_FILE"
+    ):
+        load_settings()
+    monkeypatch.setenv("FALLBACK_NHN_SECRET_KEY", "s3cret-value")
+    settings = load_settings()
+    api = settings.nhn()
+    assert (api.app_key, api.secret_key.get_secret_value()) == ("app", "s3cret-value")
+    assert api.base_url == "https://sms.api.nhncloudservice.com"
+    assert "s3cret-value" not in repr(settings) and "s3cret-value" not in repr(api)
+
+
+def test_nhn_with_exactly_once_is_refused_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FALLBACK_SINK", "nhn")
+    monkeypatch.setenv("FALLBACK_PROCESSING_GUARANTEE", "exactly-once")
+    monkeypatch.setenv("FALLBACK_NHN_APP_KEY", "app")
+    monkeypatch.setenv("FALLBACK_NHN_SECRET_KEY", "s")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "FALLBACK_SINK" in str(caught.value)
+    assert "FALLBACK_PROCESSING_GUARANTEE=exactly-once" in str(caught.value)
+
+
+def test_nhn_secret_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-file\n")
+    monkeypatch.setenv("FALLBACK_SINK", "nhn")
+    monkeypatch.setenv("FALLBACK_NHN_APP_KEY", "app")
+    monkeypatch.setenv("FALLBACK_NHN_SECRET_KEY", "from-the-variable")
+    monkeypatch.setenv("FALLBACK_NHN_SECRET_KEY_FILE", str(secret))
+    assert load_settings().nhn().secret_key.get_secret_value() == "from-the-file"
+    for broken in (tmp_path / "missing", tmp_path):
+        monkeypatch.setenv("FALLBACK_NHN_SECRET_KEY_FILE", str(broken))
+        with pytest.raises(ConfigError, match="FALLBACK_NHN_SECRET_KEY_FILE: cannot read"):
+            load_settings().nhn()
+    secret.write_text("  \n")
+    monkeypatch.setenv("FALLBACK_NHN_SECRET_KEY_FILE", str(secret))
+    with pytest.raises(ConfigError, match="FALLBACK_NHN_SECRET_KEY_FILE: the file is empty"):
+        load_settings().nhn()
+
+
+def test_nhn_base_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FALLBACK_SINK", "nhn")
+    monkeypatch.setenv("FALLBACK_NHN_APP_KEY", "app")
+    monkeypatch.setenv("FALLBACK_NHN_SECRET_KEY", "s")
+    monkeypatch.setenv("FALLBACK_NHN_BASE_URL", "sms.api.nhncloudservice.com")
+    with pytest.raises(ConfigError, match="FALLBACK_NHN_BASE_URL"):
         load_settings()
 
 

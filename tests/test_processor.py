@@ -6,13 +6,14 @@ from datetime import datetime
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from service.core.rules import Policy
 from service.core.settle import ProviderAnswer
 from service.dedupe import owner_partition
 from service.metrics import Metrics
 from service.observe import Observer
-from service.processor import Processor
+from service.processor import Held, Processor
 from service.sinks import Delivery
 from service.sinks.kafka import KafkaSink
 from service.sinks.memory import ListSink
@@ -244,3 +245,57 @@ def test_a_dead_letter_too_large_for_the_dlq_is_cut_to_fit_and_says_so() -> None
     assert size <= 10_000
     small = processor.convert([record(b"{", key=b"k")], NOON_KST).dead_letters[0]
     assert small.value == b"{" and "x-fallback-value-truncated" not in dict(small.headers)
+
+
+async def test_held_requests_commit_what_settled_and_name_what_to_read_again() -> None:
+    # Partition 0: offsets 0..5. Seq 3 (offset 2) is held; seq 3 again at offset 4 repeats it.
+    held = {3}
+    sink = ListSink(_sent, hold=lambda d: d.request.origin.recipientSeq in held)
+    processor, _, writer, metrics = build(sink=sink)
+    records = [
+        record(event_dict(recipientSeq=1), offset=0),
+        record(b"junk", offset=1),
+        record(event_dict(recipientSeq=3), offset=2),
+        record(event_dict(recipientSeq=4), offset=3),
+        record(event_dict(recipientSeq=3), offset=4),
+        record(event_dict(recipientSeq=5), offset=5),
+    ]
+    with pytest.raises(Held) as caught:
+        await processor.process(records)
+    exc = caught.value
+    tp = TopicPartition("in", 0)
+    assert exc.rewind == {tp: 2} and exc.held == 2
+    # Past the held record, these were handled in full: skipped when read again.
+    assert exc.done == {(tp, 3), (tp, 5)}
+    assert writer.commits == [{("in", 0): 2}]
+    outcomes = [orjson.loads(w.value or b"") for w in writer.steps[-1]]
+    assert [(o["fallbackId"], o["status"]) for o in outcomes] == [
+        ("R1:1", "REQUESTED"),
+        ("R1:1", "SENT"),
+        ("R1:4", "REQUESTED"),
+        ("R1:4", "SENT"),
+        ("R1:5", "REQUESTED"),
+        ("R1:5", "SENT"),
+    ]
+    assert [w.key for w in writer.steps[1]] == [b"R1:1", b"R1:4", b"R1:5"]  # markers
+    assert not processor.requested.contains(0, "R1:3")
+    assert count(metrics, "SENT") == 3 and count(metrics, "REQUESTED") == 3
+    # The provider is back: the records read again settle, nothing is sent twice.
+    held.clear()
+    await processor.process([records[2], records[4]])
+    assert [d.request.fallbackId for d in sink.delivered].count("R1:3") == 1
+    assert writer.commits[-1] == {("in", 0): 5}
+
+
+async def test_everything_held_commits_nothing_new() -> None:
+    sink = ListSink(_sent, hold=lambda d: True)
+    processor, _, writer, _ = build(sink=sink)
+    with pytest.raises(Held) as caught:
+        await processor.process([record(event_dict(recipientSeq=1), offset=7)])
+    assert caught.value.rewind == {TopicPartition("in", 0): 7}
+    assert writer.commits in ([], [{("in", 0): 7}])
+    assert all(not step for step in writer.steps)
+
+
+def _sent(delivery: Delivery) -> ProviderAnswer:
+    return ProviderAnswer("nhn", True, "REQ", 0, "SUCCESS")

@@ -3,6 +3,9 @@
 Starts the embedded broker unless FALLBACK_KAFKA_BOOTSTRAP_SERVERS is set, creates the topics,
 seeds example channels and sender numbers, runs `fallback-service run`, publishes sample
 failures and prints what became of each. Ctrl-C stops everything it started.
+
+With FALLBACK_SINK=nhn (`make run-nhn`) and no FALLBACK_NHN_BASE_URL, the local NHN-compatible
+server (`service.dev.nhn_server`) plays the SMS API: SENT and FAILED outcomes show its answers.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from service.config import Settings, load_settings
 from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
 from service.dev.broker import EmbeddedBroker, free_port, start_broker
+from service.dev.nhn_server import NhnServer
 from service.kafka import client_options
 from service.logs import mask_number
 from service.operations import create_topics
@@ -112,6 +116,13 @@ def _describe(topic: str, settings: Settings, value: bytes | None, headers: Any)
             f"{mask_number(data['recipientNo'])}{title}: {body[:60]}"
         )
     reason = f" {data['reason']}" if data["reason"] else ""
+    provider = data.get("provider")
+    if provider:
+        code = provider["resultCode"]
+        said = (
+            f"{code} {provider['resultMessage']}" if code is not None else provider["resultMessage"]
+        )
+        return f"{data['status']:<9} {data['fallbackId']}{reason} (SMS API: {said})"
     return f"{data['status']:<9} {data['fallbackId']}{reason}"
 
 
@@ -155,6 +166,17 @@ async def demo() -> int:
         env.setdefault("FALLBACK_KAFKA_HEARTBEAT_INTERVAL_MS", "300")
         print(f"embedded broker (Tansu) on {embedded.bootstrap}")
     env.setdefault("FALLBACK_HTTP_PORT", str(free_port()))
+    api: NhnServer | None = None
+    if env.get("FALLBACK_SINK", "").strip().lower() == "nhn" and not env.get(
+        "FALLBACK_NHN_BASE_URL"
+    ):
+        # The recipient opted out of advertising by 080: the ad sample shows a FAILED outcome.
+        api = NhnServer(registered={"0215990000"}, opted_out={"01012345678"})
+        await api.start()
+        env["FALLBACK_NHN_BASE_URL"] = api.url
+        env.setdefault("FALLBACK_NHN_APP_KEY", api.app_key)
+        env.setdefault("FALLBACK_NHN_SECRET_KEY", api.secret_key)
+        print(f"local NHN-compatible SMS API on {api.url}")
     env.setdefault("FALLBACK_AD_QUIET_HOURS", "")  # the demo shows an advertising fallback
     os.environ.update(env)
     settings = load_settings()
@@ -206,6 +228,8 @@ async def demo() -> int:
                 process.kill()
         if embedded is not None:
             embedded.stop()
+        if api is not None:
+            await api.stop()
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
 A sink takes the REQUESTED fallbacks of a batch. A publishing sink (`kafka`) hands them to the
 SMS service and leaves `Delivery.answer` empty; a delivering sink (`nhn`, later) sends them
 itself and sets the provider's answer, which `service.core.settle` turns into SENT or FAILED.
-A sink that cannot take more now raises `SinkUnavailable`, and the shell pauses its input.
+A delivering sink whose provider is unavailable leaves a delivery `held`: nothing is recorded for
+it, its input record is read again, and the shell pauses its input until the sink may try again.
 """
 
 from __future__ import annotations
@@ -25,15 +26,9 @@ class Delivery:
     request: SmsRequest
     source: TopicPartition
     answer: ProviderAnswer | None = None
-
-
-class SinkUnavailable(Exception):
-    """The sink cannot take requests now; try again after `retry_after` seconds."""
-
-    def __init__(self, reason: str, retry_after: float) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+    offset: int = -1  # of the input record in `source`
+    # Not settled: the provider is unavailable. Its input record must be read again later.
+    held: bool = False
 
 
 class Sink(Protocol):
@@ -47,5 +42,18 @@ class Sink(Protocol):
 
     async def deliver(self, deliveries: Sequence[Delivery]) -> None:
         """Hand every request over; return once each is acknowledged (and answered, for a
-        delivering sink, in `Delivery.answer`). Order within one recipient is kept."""
+        delivering sink, in `Delivery.answer`) or `held`. The same fallbackId never appears
+        twice in one call."""
+        ...
+
+    def unavailable(self) -> str | None:
+        """Why the sink cannot take requests now (shown on /readyz), or None."""
+        ...
+
+    def retry_in(self) -> float:
+        """Seconds to wait, after a delivery was held, before `probe()`."""
+        ...
+
+    def probe(self) -> None:
+        """Let the next delivery try the provider again."""
         ...

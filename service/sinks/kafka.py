@@ -25,6 +25,15 @@ class KafkaSink:
     async def stop(self) -> None:
         return None
 
+    def unavailable(self) -> str | None:
+        return None  # the writer's own trouble shows as failing writes
+
+    def retry_in(self) -> float:
+        return 0.0
+
+    def probe(self) -> None:
+        return None
+
     async def deliver(self, deliveries: Sequence[Delivery]) -> None:
         writes = []
         for d in deliveries:

@@ -1,0 +1,328 @@
+"""A local stand-in for NHN Cloud's SMS API v3.0 send endpoints, for `make run` and the tests:
+it validates requests as the API documents, answers in its shape, and can be told to fail.
+
+Not in the image. Run it with `python -m service.dev.nhn_server --port 8090`; control it over
+HTTP on the same port:
+
+- `POST /_control` `{"fault": "http", "status": 503, "retry_after": "2", "times": 3}` answers the
+  next 3 sends with HTTP 503; other faults: `{"fault": "code", "code": -9999}` (the API's own
+  error answer), `{"fault": "drop"}` (close the connection unanswered), `{"fault": "slow",
+  "delay": 0.5}`. `times` -1 (the default) lasts until `{"clear": true}`; `"match": "text"`
+  limits a fault to bodies containing the text. `{"registered": [...]}`, `{"blocked": [...]}`
+  and `{"opted_out": [...]}` set the sender numbers and the 080 opt-outs.
+- `GET /_requests` lists every send received (time, path, headers, body, answer);
+  `DELETE /_requests` forgets them (and the count of each body accepted).
+
+HTTP/1.1 with keep-alive on asyncio streams: a framework could not drop a connection mid-request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import re
+import string
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+_SEND_PATH = re.compile(r"^/sms/v3\.0/appKeys/([^/]+)/sender/(sms|mms|ad-sms|ad-mms|auth/sms)$")
+_AD_TAIL = re.compile(r"무료\s*(?:수신\s*)?거부\s*080[\d\-\s]*\d")
+_KOREAN_MOBILE = re.compile(r"^01[016789]\d{7,8}$")
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+
+
+@dataclass
+class Fault:
+    """What the next matching sends get instead of a normal answer."""
+
+    kind: str  # http | code | drop | slow
+    times: int = -1
+    status: int = 503
+    code: int = -9999
+    retry_after: str | None = None
+    delay: float = 0.0
+    match: str | None = None
+
+
+@dataclass
+class NhnServer:
+    """The API's send surface, in memory. `start()` listens; `port` is then the bound port."""
+
+    app_key: str = "demo-app-key"
+    secret_key: str = "demo-secret-key"
+    registered: set[str] | None = None  # None: every sender number is registered
+    blocked: set[str] = field(default_factory=set)
+    opted_out: set[str] = field(default_factory=set)
+    faults: list[Fault] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    # How many times each message body was accepted (SENT): duplicates show as counts above 1.
+    accepted: Counter[str] = field(default_factory=Counter)
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _connections: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._connections):
+                writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                method, target, headers, content = request
+                reply = await self._answer(method, target, headers, content)
+                if reply is None:
+                    return  # drop: close without a word
+                status, extra, body = reply
+                _write_response(writer, status, extra, body)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:
+            return  # stopped while a slow answer waited: the connection just closes
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def _answer(
+        self, method: str, target: str, headers: dict[str, str], content: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        path = target.split("?", 1)[0]
+        if path == "/_control" and method == "POST":
+            self.control(json.loads(content or b"{}"))
+            return 200, {}, b'{"ok": true}'
+        if path == "/_requests":
+            if method == "DELETE":
+                self.received.clear()
+                self.accepted.clear()
+                return 200, {}, b'{"ok": true}'
+            return 200, {}, json.dumps(self.received, ensure_ascii=False).encode()
+        found = _SEND_PATH.match(path)
+        if method != "POST" or found is None:
+            return 200, {}, _header(False, -9998, "Not exist API.")
+        entry: dict[str, Any] = {
+            "time": time.time(),
+            "path": path,
+            "headers": {k: v for k, v in headers.items() if k != "x-secret-key"},
+            "secretKeyOk": headers.get("x-secret-key") == self.secret_key,
+            "body": _json_or_text(content),
+        }
+        self.received.append(entry)
+        fault = self._fault_for(content)
+        if fault is not None:
+            if fault.kind == "drop":
+                entry["answer"] = "dropped"
+                return None
+            if fault.kind == "slow":
+                await asyncio.sleep(fault.delay)
+            elif fault.kind == "http":
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                entry["answer"] = f"HTTP {fault.status}"
+                return fault.status, extra, b"<html>unavailable</html>"
+            elif fault.kind == "code":
+                entry["answer"] = fault.code
+                return 200, {}, _header(False, fault.code, "System error.")
+        status, body = self._send(found.group(1), found.group(2), headers, content)
+        entry["answer"] = json.loads(body)["header"]["resultCode"]
+        data = json.loads(body).get("body") or {}
+        if data:
+            entry["recipientCode"] = data["data"]["sendResultList"][0]["resultCode"]
+            if entry["recipientCode"] == 0:
+                self.accepted[entry["body"]["body"]] += 1
+        return status, {}, body
+
+    def _fault_for(self, content: bytes) -> Fault | None:
+        text = content.decode("utf-8", "replace")
+        for fault in self.faults:
+            if fault.match is not None and fault.match not in text:
+                continue
+            if fault.times == 0:
+                continue
+            if fault.times > 0:
+                fault.times -= 1
+            return fault
+        return None
+
+    def control(self, command: dict[str, Any]) -> None:
+        """Change the server's behaviour (see the module's docstring)."""
+        if command.get("clear"):
+            self.faults.clear()
+        if "fault" in command:
+            known = {"times", "status", "code", "retry_after", "delay", "match"}
+            self.faults.append(
+                Fault(command["fault"], **{k: v for k, v in command.items() if k in known})
+            )
+        if "registered" in command:
+            registered = command["registered"]
+            self.registered = None if registered is None else set(registered)
+        if "blocked" in command:
+            self.blocked = set(command["blocked"])
+        if "opted_out" in command:
+            self.opted_out = set(command["opted_out"])
+
+    def _send(
+        self, app_key: str, kind: str, headers: dict[str, str], content: bytes
+    ) -> tuple[int, bytes]:
+        """Validate a send as the guide and its error codes describe, and answer it."""
+        if app_key != self.app_key:
+            return 200, _header(False, -1000, "Invalid appKey.")
+        if headers.get("x-secret-key") != self.secret_key:
+            # The guide names no code for a wrong secret key; an HTTP 401 is this stand-in's.
+            return 401, _header(False, -1000, "Invalid secretKey.")
+        if not headers.get("content-type", "").lower().startswith("application/json"):
+            return 200, _header(False, -9996, "Unsupported media type.")
+        try:
+            request = json.loads(content.decode("utf-8"))
+            body = request["body"]
+            send_no = request["sendNo"]
+            recipients = request["recipientList"]
+            if not isinstance(body, str) or not isinstance(send_no, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return 200, _header(False, -9997, "Invalid API parameters.")
+        long = kind in {"mms", "ad-mms"}
+        title = request.get("title")
+        if not recipients:
+            return 200, _header(False, -2001, "RecipientList can not be null.")
+        if not body or (long and not title):
+            return 200, _header(False, -2014, "The recipient can not be empty.")
+        if len(body) > (4000 if long else 255) or (title is not None and len(title) > 120):
+            return 200, _header(False, -2015, "Title or Body exceed maximum byte.")
+        try:
+            (body + (title or "")).encode("cp949")
+        except UnicodeEncodeError:
+            return 200, _header(False, -2023, "Unacceptable characters in title and body.")
+        if self.registered is not None and send_no not in self.registered:
+            return 200, _header(False, -2312, "Not regist sendno.")
+        if send_no in self.blocked:
+            return 200, _header(False, -2313, "This sendno is blocked.")
+        if kind.startswith("ad-") and not (
+            body.lstrip().startswith("(광고)") and _AD_TAIL.search(body)
+        ):
+            return 200, _header(False, -6003, "The body must contain block guide ment.")
+        recipient = recipients[0]
+        number = str(recipient.get("recipientNo", ""))
+        if recipient.get("countryCode", "82") == "82" and not _KOREAN_MOBILE.match(number):
+            code, message = -2019, "RecipientNo is invalid."
+        elif kind.startswith("ad-") and number in self.opted_out:
+            code, message = -6001, "Recipient Number is refused."
+        else:
+            code, message = 0, "SUCCESS"
+        request_id = datetime.now().strftime("%Y%m%d%H%M%S") + "".join(
+            random.choices(string.ascii_letters + string.digits, k=11)
+        )
+        result = {
+            "recipientNo": number,
+            "resultCode": code,
+            "resultMessage": message,
+            "recipientSeq": 1,
+            "recipientGroupingKey": recipient.get("recipientGroupingKey"),
+        }
+        document = {
+            "header": {"isSuccessful": True, "resultCode": 0, "resultMessage": "SUCCESS"},
+            "body": {
+                "data": {
+                    "requestId": request_id,
+                    "statusCode": "2",
+                    "senderGroupingKey": request.get("senderGroupingKey"),
+                    "sendResultList": [result],
+                }
+            },
+        }
+        return 200, json.dumps(document, ensure_ascii=False).encode()
+
+
+def _header(successful: bool, code: int, message: str) -> bytes:
+    document = {
+        "header": {"isSuccessful": successful, "resultCode": code, "resultMessage": message},
+        "body": None,
+    }
+    return json.dumps(document).encode()
+
+
+def _json_or_text(content: bytes) -> Any:
+    try:
+        return json.loads(content.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return content.decode("utf-8", "replace")
+
+
+async def _read_request(
+    reader: asyncio.StreamReader,
+) -> tuple[str, str, dict[str, str], bytes] | None:
+    line = await reader.readline()
+    if not line:
+        return None
+    try:
+        method, target, _ = line.decode("latin-1").split(" ", 2)
+    except ValueError:
+        return None
+    headers: dict[str, str] = {}
+    while True:
+        raw = await reader.readline()
+        if raw in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    content = await reader.readexactly(length) if length else b""
+    return method, target, headers, content
+
+
+def _write_response(
+    writer: asyncio.StreamWriter, status: int, extra: dict[str, str], body: bytes
+) -> None:
+    reason = _REASONS.get(status, "Error")
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: application/json;charset=UTF-8",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+async def _main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--app-key", default="demo-app-key")
+    parser.add_argument("--secret-key", default="demo-secret-key")
+    args = parser.parse_args(argv)
+    server = NhnServer(app_key=args.app_key, secret_key=args.secret_key)
+    await server.start(args.host, args.port)
+    print(f"NHN SMS API stand-in listening on {server.url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(sys.argv[1:]))
