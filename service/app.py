@@ -171,6 +171,10 @@ class FallbackService:
             listener=_Rebalance(self),
             parser=_tolerant_headers,
             decoder=_raw_records,
+            title="AlimTalk failure events",
+            description="Contract §2: one event per recipient whose AlimTalk delivery failed, "
+            "key fallbackId ({requestId}:{recipientSeq}); events forwarded to the partition that "
+            "owns their fallbackId arrive on the repartition topic.",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             isolation_level=(
@@ -341,9 +345,14 @@ class FallbackService:
                     await asyncio.wait_for(admin.close(), 2)
 
     async def _records_waiting(self) -> bool:
+        """Whether records wait on an assigned partition; sets `fallback_consumer_lag` (records
+        between the consumer's position and the end of each assigned partition)."""
         consumer = self.subscriber.consumer
         if consumer is None:
             return False
+        waiting = False
+        lag = self.metrics.consumer_lag
+        lag.clear()
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
             if end is None:
@@ -352,9 +361,9 @@ class FallbackService:
                 position = await asyncio.wait_for(consumer.position(tp), 1)
             except Exception:
                 continue
-            if position < end:
-                return True
-        return False
+            lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+            waiting = waiting or position < end
+        return waiting
 
     def _advance(self, done: Sequence[Any]) -> None:
         floors = self.floors

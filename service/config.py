@@ -102,97 +102,152 @@ class Settings(BaseSettings):
     """Every setting of the service. Build it with `load_settings()`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # Each field's docstring is its description (docs/configuration.md is generated).
+        use_attribute_docstrings=True,
     )
 
     # Kafka connection
     kafka_bootstrap_servers: str = "localhost:9092"
+    """Kafka brokers, `host:port` separated by commas."""
     group_id: str = Field("fallback-service", min_length=1)
+    """The consumer group; also names the internal topics (`{group_id}.dedupe`, ...)."""
     kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    """`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."""
     kafka_sasl_mechanism: SaslMechanism = SaslMechanism.PLAIN
+    """`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a SASL protocol)."""
     kafka_sasl_username: str | None = None
+    """SASL user name (needed with a SASL protocol)."""
     kafka_sasl_password: SecretStr | None = None
+    """SASL password (needed with a SASL protocol); never printed."""
     kafka_ssl_cafile: str | None = None
+    """CA bundle (PEM) that signed the brokers' certificates; unset: the system's."""
     kafka_ssl_certfile: str | None = None
+    """Client certificate (PEM) for mutual TLS."""
     kafka_ssl_keyfile: str | None = None
+    """Client private key (PEM) for mutual TLS."""
     kafka_ssl_key_password: SecretStr | None = None
+    """Password of the client private key; never printed."""
     kafka_ssl_check_hostname: bool = True
-    # Real Kafka can do idempotent producers; the local test broker cannot.
+    """Check that the broker's certificate names the host connected to."""
     kafka_enable_idempotence: bool = False
+    """Idempotent producers (real Kafka can; the local test broker cannot)."""
     kafka_client_id: str = "fallback-service"
-    # How long the group waits for a silent member before moving its partitions.
+    """The client id the brokers see (logs, quotas)."""
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, le=3_600_000)
+    """How long the group waits for a silent member before moving its partitions."""
     kafka_heartbeat_interval_ms: int = Field(3000, ge=100, le=3_600_000)
+    """How often the consumer tells the group it is alive."""
 
     # Topics (§1)
     input_topic: str = Field("alimtalk.delivery.failed", min_length=1)
+    """AlimTalk failure events (§2), keyed by fallbackId."""
     output_topic: str = Field("sms.send.requests", min_length=1)
+    """SMS requests (§6) for the SMS service (sink `kafka`)."""
     events_topic: str = Field("fallback.events", min_length=1)
+    """Outcome events (§7)."""
     dlq_topic: str = Field("alimtalk.delivery.failed.dlq", min_length=1)
+    """Dead letters (§8)."""
     channel_settings_topic: str = Field("fallback.channel-settings", min_length=1)
+    """Channel settings (§3), compacted, keyed by senderKey."""
     sender_numbers_topic: str = Field("fallback.sender-numbers", min_length=1)
-    # Internal: which fallbacks were already requested (§9). Default: "{group_id}.dedupe".
+    """Sender-number registry (§4), compacted, keyed by the number's digits."""
     dedupe_topic: str | None = None
+    """Internal, compacted: which fallbacks were already requested (§9). Unset:
+    `{group_id}.dedupe`."""
     dedupe_retention_days: float = Field(7.0, gt=0)
-    # Internal: events forwarded to the partition that owns them. Default "{group_id}.repartition".
+    """How long a requested fallback is remembered (re-published input older than this is
+    sent again)."""
     repartition_topic: str | None = None
-    # Unset: 3, or fewer when the cluster has fewer brokers.
+    """Internal: events forwarded to the partition that owns their fallbackId. Unset:
+    `{group_id}.repartition`."""
     internal_topic_replication: int | None = Field(None, ge=1, le=32)
+    """Replication of the internal topics created at start-up. Unset: 3, or fewer when the
+    cluster has fewer brokers."""
 
     # Conversion (§5)
     sms_max_bytes: int = Field(90, ge=1, le=100_000)
+    """Longest SMS body in bytes; longer bodies become LMS."""
     lms_title_max_bytes: int = Field(40, ge=1, le=100_000)
+    """Longest LMS title in bytes (cut beyond)."""
     lms_max_bytes: int = Field(2000, ge=1, le=100_000)
+    """Longest LMS body in bytes (cut beyond, never inside a character)."""
     unencodable: Unencodable = Unencodable.REPLACE
-    # What the SMS service carries: all of CP949, or only KS X 1001 (EUC-KR).
+    """Characters the charset cannot carry: `replace` (with `?`), `drop`, or `reject` the
+    fallback."""
     charset: Charset = Charset.CP949
+    """What the SMS service carries: `cp949` (all of it) or `euc-kr` (only KS X 1001)."""
     sendno_registry: Registry = Registry.ENFORCE
+    """`enforce`: only ACTIVE sender numbers of the registry (§4) are used; `off`: any."""
     ad_quiet_hours: str = "21:00-08:00"
-    # Older failures are SKIPPED `expired` (e.g. 15m, 2h); empty: never.
+    """Korean time when advertising fallbacks are SKIPPED (`HH:MM-HH:MM`); empty: never."""
     max_age: str = ""
+    """Older failures are SKIPPED `expired` (`15m`, `2h`, `1h30m`); empty: never."""
 
     # Consumer
     batch_max_records: int = Field(1000, ge=1, le=100_000)
+    """Most input records handled as one batch (one set of writes and one commit). With the nhn
+    sink it also bounds what a crash can send twice."""
     batch_timeout_ms: int = Field(50, ge=1, le=60_000)
+    """Longest wait for a batch to fill."""
     shutdown_timeout_seconds: float = Field(8.0, gt=0, le=60)
+    """SIGTERM: everything stops within this (the contract allows 10 s)."""
 
-    # Guarantee (§9): exactly-once needs a broker with transactions (Apache Kafka).
+    # Guarantee (§9)
     processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
-    # How long the broker lets a transaction stay open before aborting it (exactly-once).
+    """`at-least-once` (any Kafka-protocol broker) or `exactly-once` (transactions: Apache
+    Kafka; not with the nhn sink)."""
     kafka_transaction_timeout_ms: int = Field(60_000, ge=1000, le=900_000)
+    """Exactly-once: how long the broker lets a transaction stay open before aborting it."""
 
     # Sink (§10)
     sink: Sink = Sink.KAFKA
-    # The nhn sink: an NHN Cloud SMS API v3.0-compatible endpoint.
+    """`kafka`: publish SMS requests to the output topic; `nhn`: send them to NHN Cloud's SMS
+    API v3.0 and report SENT/FAILED."""
     nhn_base_url: str = "https://sms.api.nhncloudservice.com"
+    """nhn: the API's base URL (an NHN Cloud SMS API v3.0-compatible endpoint)."""
     nhn_app_key: str | None = None
+    """nhn: the project's app key (in the URL path)."""
     nhn_secret_key: SecretStr | None = None
-    # A file holding the secret key (a mounted Secret), read at start-up; wins over the variable.
+    """nhn: the secret key (`X-Secret-Key`); never printed."""
     nhn_secret_key_file: str | None = None
-    # Each HTTP call; a call that takes longer counts as a transient failure.
+    """nhn: a file holding the secret key (a mounted Secret), read at start-up; wins over
+    FALLBACK_NHN_SECRET_KEY."""
     nhn_timeout_seconds: float = Field(5.0, gt=0, le=300)
-    # Attempts per request, the first included, before it is FAILED provider_unavailable.
+    """nhn: each HTTP call; a call that takes longer is transient trouble."""
     nhn_max_attempts: int = Field(4, ge=1, le=100)
-    # All attempts of one request, back-offs included, end within this.
+    """nhn: attempts per request, the first included, before it is FAILED
+    `provider_unavailable`."""
     nhn_request_deadline_seconds: float = Field(30.0, gt=0, le=3600)
-    # Exponential back-off with full jitter between attempts: base, doubling up to the max.
+    """nhn: all attempts of one request, back-offs included, end within this."""
     nhn_backoff_base_ms: int = Field(200, ge=1, le=60_000)
+    """nhn: first back-off between attempts (doubling, full jitter)."""
     nhn_backoff_max_ms: int = Field(5000, ge=1, le=300_000)
-    # Requests per second to the API (token bucket); 0: no limit.
+    """nhn: longest back-off between attempts."""
     nhn_rate_limit: float = Field(300.0, ge=0, le=100_000)
-    # Requests in flight at once.
+    """nhn: requests per second to the API, per replica (token bucket); 0: no limit."""
     nhn_concurrency: int = Field(16, ge=1, le=1024)
-    # Transient failures in a row that open the circuit breaker (input paused, API probed).
+    """nhn: calls in flight at once, per replica."""
     nhn_breaker_threshold: int = Field(5, ge=1, le=10_000)
-    # Longest wait between two probes of an unavailable API.
+    """nhn: transient failures in a row that open the circuit breaker (input paused, API
+    probed)."""
     nhn_breaker_max_seconds: float = Field(30.0, gt=0, le=3600)
+    """nhn: longest wait between two probes of an unavailable API."""
 
     # Operation
     http_port: int = Field(8080, ge=0, le=65535)
+    """Port of /healthz, /readyz and /metrics."""
     http_host: str = "0.0.0.0"
+    """Address the HTTP server listens on."""
     log_level: str = "INFO"
+    """`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
     log_format: LogFormat = LogFormat.TEXT
+    """`text` or `json` (one object per line)."""
     log_outcomes: bool = True
+    """One INFO line per outcome (fallbackId, status, masked number)."""
 
     @field_validator(
         "unencodable",

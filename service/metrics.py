@@ -58,6 +58,13 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("fallback_ready", "1 when the service is consuming", registry=r)
+        self.consumer_lag = Gauge(
+            "fallback_consumer_lag",
+            "Records between the consumer's position and the end of each assigned partition "
+            "(updated every 2 s)",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.dedupe_entries = Gauge(
             "fallback_dedupe_entries",
             "Requested fallbacks remembered, per owned input partition",
