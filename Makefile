@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run run-nhn test lint unit bench tools docs clean
+.PHONY: install run run-nhn test lint unit bench tools docs audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/service_bench.py
 	$(BIN)/python bench/dedupe_bench.py
 	$(BIN)/python bench/nhn_bench.py
+
+# Known vulnerabilities of the installed dependencies. Needs PyPI's JSON API or OSV, which some
+# mirrors (this project's build machine among them) do not serve; not part of `make test`.
+audit: $(STAMP)
+	$(BIN)/python -m pip install --quiet pip-audit
+	@mkdir -p .cache
+	$(BIN)/python -m pip freeze --exclude-editable > .cache/requirements.txt
+	$(BIN)/pip-audit --requirement .cache/requirements.txt --no-deps --disable-pip
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

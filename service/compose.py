@@ -15,6 +15,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
+from service import records
 from service.app import FallbackService, Tables
 from service.config import ProcessingGuarantee, Settings
 from service.config import Sink as SinkChoice
@@ -143,6 +144,8 @@ def build_service(
     clock: Callable[[], datetime] = _utc_now,
 ) -> FallbackService:
     """One service instance from `settings`; anything passed in replaces the real adapter."""
+    # Header keys that are not UTF-8 must not stall a partition (§8).
+    records.install()
     metrics = Metrics()
     options = client_options(settings.kafka())
     stopping = asyncio.Event()

@@ -33,6 +33,7 @@ from service.core.models import (
 from service.core.rules import Decision, Policy, decide, timestamp
 from service.core.settle import SettledOutcome, counts_as_requested, settle
 from service.observe import Observer
+from service.records import header_key_for_output
 from service.sinks import Delivery, Sink
 from service.writer import Write, Writer
 
@@ -126,7 +127,9 @@ def dead_letter(
     where a dead letter came from. A value too large for the DLQ topic (`max_bytes`, its
     `max.message.bytes`) is cut to fit and says so; the original stays at its input offset.
     """
-    headers = [(k, v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS]
+    headers = [
+        (header_key_for_output(k), v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS
+    ]
     headers += [
         (DLQ_ERROR, malformed.error.value.encode()),
         (DLQ_ERROR_DETAIL, malformed.detail.encode()),
@@ -159,7 +162,7 @@ def routed(record: ConsumerRecord, fallback_id: str, owner: int, topic: str) -> 
 
     Its headers stay; one more says where it came from (`topic/partition/offset`).
     """
-    headers = [(k, v) for k, v in (record.headers or ()) if k != ROUTED_FROM]
+    headers = [(header_key_for_output(k), v) for k, v in (record.headers or ()) if k != ROUTED_FROM]
     headers.append((ROUTED_FROM, f"{record.topic}/{record.partition}/{record.offset}".encode()))
     return Write(
         topic,

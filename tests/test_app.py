@@ -416,6 +416,9 @@ async def test_no_log_line_carries_a_whole_phone_number(
         FALLBACK_HTTP_PORT=str(port),
         FALLBACK_LOG_LEVEL="DEBUG",
         FALLBACK_LOG_FORMAT=log_format,
+        # Secrets in the configuration (unused by the kafka sink) must not show either.
+        FALLBACK_NHN_SECRET_KEY="nhn-secret-must-not-show",
+        FALLBACK_KAFKA_SSL_KEY_PASSWORD="tls-secret-must-not-show",
     )
     log = tmp_path / "service.log"
     with service_process(env, output=log) as p:
@@ -439,6 +442,7 @@ async def test_no_log_line_carries_a_whole_phone_number(
     assert len(lines) > 10
     assert any("010****5678" in line for line in lines)  # the outcome line, masked
     assert any("dead-lettered" in line for line in lines)
+    assert not any("must-not-show" in line for line in lines)
     digits = {re.sub(r"\D", "", n) for n in numbers}
     for line in lines:
         for found in re.findall(r"\d[\d\-. ]{6,}\d", line):
