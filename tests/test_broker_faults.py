@@ -37,8 +37,12 @@ def own_kafka(tmp_path: Path) -> Iterator[ApacheKafka]:
     broker.stop()
 
 
-@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
-@pytest.mark.parametrize("fault", ["killed", "stopped-30s"])
+# Each mode meets one fault (the time budget of `make test`): the default mode a killed broker,
+# exactly-once a broker stopped for 30 s. Both modes share the consumer's reconnection; the
+# writers differ, and each is proven losing nothing (and exactly-once repeating nothing).
+@pytest.mark.parametrize(
+    ("fault", "guarantee"), [("killed", "at-least-once"), ("stopped-30s", "exactly-once")]
+)
 async def test_service_recovers_from_a_broker_fault(
     own_kafka: ApacheKafka, tmp_path: Path, fault: str, guarantee: str
 ) -> None:
