@@ -79,7 +79,7 @@ async def views(bootstrap: str, topics: Topics) -> dict[str, Any]:
 
 @pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
 async def test_three_kills_while_draining(kafka: Broker, tmp_path: Path, guarantee: str) -> None:
-    count, kills = 30_000, 3
+    count, kills = 20_000, 3
     bootstrap = kafka.bootstrap
     topics, port, env = await backlog(bootstrap, kafka.overrides, count, guarantee)
     group = env["FALLBACK_GROUP_ID"]
