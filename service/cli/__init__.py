@@ -41,6 +41,10 @@ _ABORTS = (click.Abort, typer.Abort)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fallback-service` console script."""
+    from service import records
+
+    # Verbs that read topics must not stall on header keys that are not UTF-8 either.
+    records.install()
     command = typer.main.get_command(app)
     try:
         # Not standalone: an Exit's code comes back as the result instead of a SystemExit.
