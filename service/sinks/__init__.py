@@ -1,7 +1,7 @@
 """The sink seam: where SMS requests are handed over (contract §6, §10).
 
 A sink takes the REQUESTED fallbacks of a batch. A publishing sink (`kafka`) hands them to the
-SMS service and leaves `Delivery.answer` empty; a delivering sink (`nhn`, later) sends them
+SMS service and leaves `Delivery.answer` empty; a delivering sink (`nhn`) sends them
 itself and sets the provider's answer, which `service.core.settle` turns into SENT or FAILED.
 A delivering sink whose provider is unavailable leaves a delivery `held`: nothing is recorded for
 it, its input record is read again, and the shell pauses its input until the sink may try again.
