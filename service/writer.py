@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     UnknownProducerId,
 )
+from aiokafka.partitioner import murmur2
 
 log = logging.getLogger("fallback.writer")
 
@@ -196,26 +198,10 @@ class AcknowledgedWriter:
 
     async def _send_all(self, writes: list[Write]) -> tuple[int, BaseException | None]:
         """Index of the first write that failed (len(writes) when none did), and its error."""
-        futures: list[asyncio.Future[Any]] = []
-        failed_at = len(writes)
-        first_error: BaseException | None = None
-        for index, w in enumerate(writes):
-            try:
-                futures.append(
-                    await self.producer.send(
-                        w.topic, w.value, key=w.key, headers=w.headers, partition=w.partition
-                    )
-                )
-            except Exception as exc:  # a send refused at once counts like a failed ack
-                failed_at, first_error = index, exc
-                break
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for index, result in enumerate(results):
-            if isinstance(result, BaseException):
-                if index < failed_at:
-                    failed_at, first_error = index, result
-                break
-        return failed_at, first_error
+        producer = self.producer
+        if not hasattr(producer, "send_batch"):  # a test double with `send` only
+            return await _settle(await _send_each(producer, writes))
+        return await _settle(await _send_batched(producer, writes))
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self.consumer
@@ -232,3 +218,118 @@ class AcknowledgedWriter:
     async def abandon(self) -> None:
         # Acknowledged writes cannot be taken back; the re-read is covered by the dedupe state.
         return None
+
+
+# A record larger than this goes through `send`, whose size check names the problem at once.
+_BATCHED_RECORD_MAX = 128 * 1024
+
+
+async def _send_each(
+    producer: Any, writes: list[Write]
+) -> tuple[list[asyncio.Future[Any]], int, BaseException | None]:
+    """One `send` per write: the futures of those sent, and where sending stopped (and why)."""
+    futures: list[asyncio.Future[Any]] = []
+    for index, w in enumerate(writes):
+        try:
+            futures.append(
+                await producer.send(
+                    w.topic, w.value, key=w.key, headers=w.headers, partition=w.partition
+                )
+            )
+        except Exception as exc:  # a send refused at once counts like a failed ack
+            return futures, index, exc
+    return futures, len(writes), None
+
+
+async def _send_batched(
+    producer: AIOKafkaProducer, writes: list[Write]
+) -> tuple[list[asyncio.Future[Any]], int, BaseException | None]:
+    """The writes in record batches per output partition (aiokafka's batch API), each write's
+    future that of its batch: thousands of `send` calls per input batch cost more than the
+    conversion. Partitions are chosen as `send` would (murmur2 of the key, or random without
+    one), and a partition's batches go out in write order, so outputs keep input order."""
+    known: dict[str, list[int]] = {}
+    builders: list[Any] = []  # every batch made, by number
+    batch_of: list[int] = []  # each write's batch number
+    submitted: dict[int, asyncio.Future[Any]] = {}
+    open_batch: dict[tuple[str, int], int] = {}  # output partition → its open batch
+
+    async def submit(slot: tuple[str, int]) -> None:
+        number = open_batch.pop(slot)
+        submitted[number] = await producer.send_batch(builders[number], slot[0], partition=slot[1])
+
+    def start(slot: tuple[str, int]) -> int:
+        builders.append(producer.create_batch())
+        open_batch[slot] = len(builders) - 1
+        return open_batch[slot]
+
+    error: BaseException | None = None
+    try:
+        for w in writes:
+            partition = w.partition
+            if partition is None:
+                partition = await _partition_of(producer, known, w.topic, w.key)
+            slot = (w.topic, partition)
+            if len(w.value or b"") + len(w.key or b"") > _BATCHED_RECORD_MAX:
+                # Alone, through `send`, after what this partition already has.
+                if slot in open_batch:
+                    await submit(slot)
+                builders.append(None)
+                batch_of.append(len(builders) - 1)
+                submitted[len(builders) - 1] = await producer.send(
+                    w.topic, w.value, key=w.key, headers=w.headers, partition=partition
+                )
+                continue
+            number = open_batch[slot] if slot in open_batch else start(slot)
+            headers = w.headers or []
+            if (
+                builders[number].append(key=w.key, value=w.value, timestamp=None, headers=headers)
+                is None
+            ):
+                await submit(slot)  # full: send it and start the next one
+                number = start(slot)
+                builders[number].append(key=w.key, value=w.value, timestamp=None, headers=headers)
+            batch_of.append(number)
+        for slot in list(open_batch):
+            await submit(slot)
+    except Exception as exc:  # refused at once: counts like a failed ack from there on
+        error = exc
+    futures: list[asyncio.Future[Any]] = []
+    for number in batch_of:
+        future = submitted.get(number)
+        if future is None:
+            return futures, len(futures), error
+        futures.append(future)
+    if error is not None:
+        return futures, len(futures), error
+    return futures, len(writes), None
+
+
+async def _partition_of(
+    producer: AIOKafkaProducer, known: dict[str, list[int]], topic: str, key: bytes | None
+) -> int:
+    """The partition aiokafka's default partitioner gives `key` in `topic`."""
+    partitions = known.get(topic)
+    if partitions is None:
+        partitions = known[topic] = sorted(await producer.partitions_for(topic))
+    if key is None:
+        return random.choice(partitions)
+    return partitions[int(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+async def _settle(
+    sent: tuple[list[asyncio.Future[Any]], int, BaseException | None],
+) -> tuple[int, BaseException | None]:
+    """Wait for every ack: the index of the first write that failed, and its error."""
+    futures, failed_at, first_error = sent
+    unique = list(dict.fromkeys(futures))
+    results = await asyncio.gather(*unique, return_exceptions=True)
+    failures = {
+        id(f): r for f, r in zip(unique, results, strict=True) if isinstance(r, BaseException)
+    }
+    for index, future in enumerate(futures):
+        if id(future) in failures:
+            if index < failed_at:
+                failed_at, first_error = index, failures[id(future)]
+            break
+    return failed_at, first_error

@@ -107,3 +107,53 @@ class ScriptedProducer:
         else:
             future.set_result(None)
         return future
+
+
+@dataclass
+class _Builder:
+    capacity: int
+    records: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+
+    def append(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: int | None,
+        headers: list[tuple[str, bytes]],
+    ) -> object | None:
+        if len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value))
+        return object()
+
+
+@dataclass
+class BatchingProducer(ScriptedProducer):
+    """A `ScriptedProducer` with aiokafka's batch API: `outcomes` is consumed one entry per
+    submitted batch (and per `send` of a record too large for a batch)."""
+
+    capacity: int = 2
+    partitions: int = 3
+    batches: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = field(
+        default_factory=list
+    )
+
+    def create_batch(self) -> _Builder:
+        return _Builder(self.capacity)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    async def send_batch(self, batch: _Builder, topic: str, *, partition: int) -> Any:
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if isinstance(outcome, tuple) and outcome[0] == "refuse":
+            raise outcome[1]
+        self.batches.append((topic, partition, list(batch.records)))
+        self.sent.extend((topic, key) for key, _ in batch.records)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(None)
+        return future

@@ -9,7 +9,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
 from service.writer import AcknowledgedWriter, Stopping, Write
-from tests.fakes import ScriptedProducer
+from tests.fakes import BatchingProducer, ScriptedProducer
 
 
 def writes(n: int) -> list[Write]:
@@ -133,3 +133,54 @@ async def test_a_write_that_can_never_succeed_stops_instead_of_stalling() -> Non
     with pytest.raises(Unwritable, match="can never succeed"):
         await asyncio.wait_for(w.write(writes(1)), 2)
     assert w.errors == [1]
+
+
+def keyed(n: int, partition: int | None = None) -> list[Write]:
+    return [Write("t", f"k{i}".encode(), b"v", partition=partition) for i in range(n)]
+
+
+async def test_batched_writes_keep_each_partitions_order_and_the_default_partitioner() -> None:
+    from aiokafka.partitioner import murmur2
+
+    producer = BatchingProducer(capacity=2)
+    await writer(producer).write(keyed(9))
+    by_partition: dict[int, list[bytes | None]] = {}
+    for topic, partition, records in producer.batches:
+        assert topic == "t" and 1 <= len(records) <= 2
+        by_partition.setdefault(partition, []).extend(k for k, _ in records)
+    for partition, keys in by_partition.items():
+        expected = [
+            f"k{i}".encode()
+            for i in range(9)
+            if (murmur2(f"k{i}".encode()) & 0x7FFFFFFF) % 3 == partition
+        ]
+        assert keys == expected  # the partition send() would pick, in write order
+
+
+async def test_a_failed_batch_is_resent_from_its_first_write() -> None:
+    # All to partition 0, two per batch: k0 k1 | k2 k3 | k4. The second batch fails.
+    producer = BatchingProducer(capacity=2, outcomes=[None, KafkaTimeoutError(), None])
+    w = writer(producer)
+    await w.write(keyed(5, partition=0))
+    assert [k for _, k in producer.sent] == [
+        b"k0", b"k1", b"k2", b"k3", b"k4",  # first round
+        b"k2", b"k3", b"k4",  # from the first write of the failed batch
+    ]  # fmt: skip
+    assert w.errors == [1]
+
+
+async def test_a_batch_refused_at_once_is_retried_from_there() -> None:
+    producer = BatchingProducer(
+        capacity=2, outcomes=[None, ("refuse", KafkaTimeoutError()), None, None]
+    )
+    w = writer(producer)
+    await w.write(keyed(4, partition=1))
+    assert [k for _, k in producer.sent] == [b"k0", b"k1", b"k2", b"k3"]
+    assert w.errors == [1]
+
+
+async def test_a_record_too_large_for_a_batch_goes_alone_after_its_partitions_batch() -> None:
+    producer = BatchingProducer(capacity=10)
+    big = Write("t", b"big", b"x" * 200_000, partition=0)
+    await writer(producer).write([*keyed(2, partition=0), big, *keyed(1, partition=0)])
+    assert [k for _, k in producer.sent] == [b"k0", b"k1", b"big", b"k0"]
