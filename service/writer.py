@@ -198,10 +198,7 @@ class AcknowledgedWriter:
 
     async def _send_all(self, writes: list[Write]) -> tuple[int, BaseException | None]:
         """Index of the first write that failed (len(writes) when none did), and its error."""
-        producer = self.producer
-        if not hasattr(producer, "send_batch"):  # a test double with `send` only
-            return await _settle(await _send_each(producer, writes))
-        return await _settle(await _send_batched(producer, writes))
+        return await _settle(await _send_batched(self.producer, writes))
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self.consumer
@@ -222,23 +219,6 @@ class AcknowledgedWriter:
 
 # A record larger than this goes through `send`, whose size check names the problem at once.
 _BATCHED_RECORD_MAX = 128 * 1024
-
-
-async def _send_each(
-    producer: Any, writes: list[Write]
-) -> tuple[list[asyncio.Future[Any]], int, BaseException | None]:
-    """One `send` per write: the futures of those sent, and where sending stopped (and why)."""
-    futures: list[asyncio.Future[Any]] = []
-    for index, w in enumerate(writes):
-        try:
-            futures.append(
-                await producer.send(
-                    w.topic, w.value, key=w.key, headers=w.headers, partition=w.partition
-                )
-            )
-        except Exception as exc:  # a send refused at once counts like a failed ack
-            return futures, index, exc
-    return futures, len(writes), None
 
 
 async def _send_batched(

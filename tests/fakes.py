@@ -71,45 +71,6 @@ class MemoryDedupe(PartitionedDedupe):
 
 
 @dataclass
-class ScriptedProducer:
-    """An aiokafka-like producer: `send` returns a future that fails as scripted.
-
-    `outcomes` is consumed one entry per send: None acknowledges it, an exception fails its
-    future, ("refuse", exc) makes `send` itself raise.
-    """
-
-    outcomes: list[Any] = field(default_factory=list)
-    sent: list[tuple[str, bytes | None]] = field(default_factory=list)
-    started: bool = False
-    stopped: bool = False
-
-    async def start(self) -> None:
-        self.started = True
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[None]:
-        outcome = self.outcomes.pop(0) if self.outcomes else None
-        if isinstance(outcome, tuple) and outcome[0] == "refuse":
-            raise outcome[1]
-        self.sent.append((topic, key))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(None)
-        return future
-
-
-@dataclass
 class _Builder:
     capacity: int
     records: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
@@ -129,15 +90,53 @@ class _Builder:
 
 
 @dataclass
-class BatchingProducer(ScriptedProducer):
-    """A `ScriptedProducer` with aiokafka's batch API: `outcomes` is consumed one entry per
-    submitted batch (and per `send` of a record too large for a batch)."""
+class ScriptedProducer:
+    """An aiokafka-like producer whose sends fail as scripted, with `send` and the batch API
+    (`create_batch`, `send_batch`, `partitions_for`).
 
-    capacity: int = 2
-    partitions: int = 3
+    `outcomes` is consumed one entry per submission (a `send`, or a `send_batch` of up to
+    `capacity` records): None acknowledges it, an exception fails its future, ("refuse", exc)
+    makes the call itself raise. With one partition and a capacity of one, every write is a
+    submission of its own, in order.
+    """
+
+    outcomes: list[Any] = field(default_factory=list)
+    sent: list[tuple[str, bytes | None]] = field(default_factory=list)
+    started: bool = False
+    stopped: bool = False
+    capacity: int = 1
+    partitions: int = 1
     batches: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = field(
         default_factory=list
     )
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def _submitted(self, topic: str, keys: list[bytes | None]) -> asyncio.Future[None]:
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if isinstance(outcome, tuple) and outcome[0] == "refuse":
+            raise outcome[1]
+        self.sent.extend((topic, key) for key in keys)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(None)
+        return future
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[None]:
+        return self._submitted(topic, [key])
 
     def create_batch(self) -> _Builder:
         return _Builder(self.capacity)
@@ -145,15 +144,9 @@ class BatchingProducer(ScriptedProducer):
     async def partitions_for(self, topic: str) -> set[int]:
         return set(range(self.partitions))
 
-    async def send_batch(self, batch: _Builder, topic: str, *, partition: int) -> Any:
-        outcome = self.outcomes.pop(0) if self.outcomes else None
-        if isinstance(outcome, tuple) and outcome[0] == "refuse":
-            raise outcome[1]
+    async def send_batch(
+        self, batch: _Builder, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        future = self._submitted(topic, [key for key, _ in batch.records])
         self.batches.append((topic, partition, list(batch.records)))
-        self.sent.extend((topic, key) for key, _ in batch.records)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(None)
         return future

@@ -9,7 +9,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
 from service.writer import AcknowledgedWriter, Stopping, Write
-from tests.fakes import BatchingProducer, ScriptedProducer
+from tests.fakes import ScriptedProducer
 
 
 def writes(n: int) -> list[Write]:
@@ -142,7 +142,7 @@ def keyed(n: int, partition: int | None = None) -> list[Write]:
 async def test_batched_writes_keep_each_partitions_order_and_the_default_partitioner() -> None:
     from aiokafka.partitioner import murmur2
 
-    producer = BatchingProducer(capacity=2)
+    producer = ScriptedProducer(capacity=2, partitions=3)
     await writer(producer).write(keyed(9))
     by_partition: dict[int, list[bytes | None]] = {}
     for topic, partition, records in producer.batches:
@@ -159,7 +159,7 @@ async def test_batched_writes_keep_each_partitions_order_and_the_default_partiti
 
 async def test_a_failed_batch_is_resent_from_its_first_write() -> None:
     # All to partition 0, two per batch: k0 k1 | k2 k3 | k4. The second batch fails.
-    producer = BatchingProducer(capacity=2, outcomes=[None, KafkaTimeoutError(), None])
+    producer = ScriptedProducer(capacity=2, outcomes=[None, KafkaTimeoutError(), None])
     w = writer(producer)
     await w.write(keyed(5, partition=0))
     assert [k for _, k in producer.sent] == [
@@ -170,7 +170,7 @@ async def test_a_failed_batch_is_resent_from_its_first_write() -> None:
 
 
 async def test_a_batch_refused_at_once_is_retried_from_there() -> None:
-    producer = BatchingProducer(
+    producer = ScriptedProducer(
         capacity=2, outcomes=[None, ("refuse", KafkaTimeoutError()), None, None]
     )
     w = writer(producer)
@@ -180,7 +180,7 @@ async def test_a_batch_refused_at_once_is_retried_from_there() -> None:
 
 
 async def test_a_record_too_large_for_a_batch_goes_alone_after_its_partitions_batch() -> None:
-    producer = BatchingProducer(capacity=10)
+    producer = ScriptedProducer(capacity=10)
     big = Write("t", b"big", b"x" * 200_000, partition=0)
     await writer(producer).write([*keyed(2, partition=0), big, *keyed(1, partition=0)])
     assert [k for _, k in producer.sent] == [b"k0", b"k1", b"big", b"k0"]
