@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import murmur2
+
+from service.kafka import keyed_partition
 
 log = logging.getLogger("fallback.dedupe")
 
@@ -35,7 +36,7 @@ _MERGE_EVERY = 4096  # recent additions kept in a dict before they join the sort
 
 def owner_partition(fallback_id: str, partitions: int) -> int:
     """The input partition that owns `fallback_id`: Kafka's default partitioner on the id."""
-    return int(murmur2(fallback_id.encode()) & 0x7FFFFFFF) % partitions
+    return keyed_partition(fallback_id.encode(), partitions)
 
 
 def _digest(key: bytes) -> tuple[int, int]:

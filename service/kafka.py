@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from service.config import ConfigError, KafkaConnection, SaslMechanism, Settings
@@ -76,6 +77,12 @@ def faststream_security(kafka: KafkaConnection, options: dict[str, Any]) -> Base
         ssl_context=ssl_context,
         use_ssl=ssl_context is not None,
     )
+
+
+def keyed_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java clients, aiokafka) gives a record keyed
+    `key` in a topic of `partitions` partitions: murmur2 of the key."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def make_producer(

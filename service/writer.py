@@ -30,7 +30,8 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     UnknownProducerId,
 )
-from aiokafka.partitioner import murmur2
+
+from service.kafka import keyed_partition
 
 log = logging.getLogger("fallback.writer")
 
@@ -294,7 +295,7 @@ async def _partition_of(
         partitions = known[topic] = sorted(await producer.partitions_for(topic))
     if key is None:
         return random.choice(partitions)
-    return partitions[int(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[keyed_partition(key, len(partitions))]
 
 
 async def _settle(
