@@ -8,7 +8,7 @@ commits, and only then has what was done observed (metrics, outcome logs).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -127,9 +127,7 @@ def dead_letter(
     where a dead letter came from. A value too large for the DLQ topic (`max_bytes`, its
     `max.message.bytes`) is cut to fit and says so; the original stays at its input offset.
     """
-    headers = [
-        (header_key_for_output(k), v) for k, v in (record.headers or ()) if k not in _OWN_HEADERS
-    ]
+    headers = _copied_headers(record, _OWN_HEADERS)
     headers += [
         (DLQ_ERROR, malformed.error.value.encode()),
         (DLQ_ERROR_DETAIL, malformed.detail.encode()),
@@ -154,6 +152,12 @@ def dead_letter(
     return Write(topic, record.key, value, headers, TopicPartition(record.topic, record.partition))
 
 
+def _copied_headers(record: ConsumerRecord, replaced: Container[str]) -> list[tuple[str, bytes]]:
+    """The record's headers for a copy of it, less those the service writes itself; a key that
+    is not UTF-8 written as text (`service.records`)."""
+    return [(header_key_for_output(k), v) for k, v in (record.headers or ()) if k not in replaced]
+
+
 ROUTED_FROM = "x-fallback-routed-from"
 
 
@@ -162,7 +166,7 @@ def routed(record: ConsumerRecord, fallback_id: str, owner: int, topic: str) -> 
 
     Its headers stay; one more says where it came from (`topic/partition/offset`).
     """
-    headers = [(header_key_for_output(k), v) for k, v in (record.headers or ()) if k != ROUTED_FROM]
+    headers = _copied_headers(record, {ROUTED_FROM})
     headers.append((ROUTED_FROM, f"{record.topic}/{record.partition}/{record.offset}".encode()))
     return Write(
         topic,
