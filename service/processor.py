@@ -248,7 +248,7 @@ class Processor:
             )
             if decision.request is not None:
                 pending.add(fid)
-                delivery = Delivery(decision.request, source, offset=record.offset)
+                delivery = Delivery(decision.request, source)
                 batch.deliveries.append(delivery)
                 batch.requested_at[len(batch.outcomes)] = (delivery, decision.outcome)
             batch.outcomes.append(

@@ -61,7 +61,7 @@ def sms_request(seq: int = 1, **fields: Any) -> SmsRequest:
 
 
 def deliveries(count: int, **fields: Any) -> list[Delivery]:
-    return [Delivery(sms_request(i + 1, **fields), SOURCE, offset=i) for i in range(count)]
+    return [Delivery(sms_request(i + 1, **fields), SOURCE) for i in range(count)]
 
 
 def ok(request_id: str = "REQ") -> httpx.Response:

@@ -26,7 +26,6 @@ class Delivery:
     request: SmsRequest
     source: TopicPartition
     answer: ProviderAnswer | None = None
-    offset: int = -1  # of the input record in `source`
     # Not settled: the provider is unavailable. Its input record must be read again later.
     held: bool = False
 
