@@ -8,7 +8,7 @@ the report header, unless FALLBACK_TEST_REQUIRE_KAFKA=1 (CI), which makes them f
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from service.dev.apache_kafka import ApacheKafka, ensure_jars, missing_tools
 from service.dev.broker import start_broker
+from service.dev.nhn_server import NhnServer
 from tests.kafka_helpers import Broker, Topics
 
 REQUIRE_KAFKA = os.environ.get("FALLBACK_TEST_REQUIRE_KAFKA") == "1"
@@ -92,3 +93,12 @@ def bootstrap(broker: Broker) -> str:
 @pytest.fixture
 def topics(broker: Broker) -> Topics:
     return Topics.fresh(broker.overrides)
+
+
+@pytest.fixture
+async def nhn_server() -> AsyncIterator[NhnServer]:
+    """The local NHN-compatible SMS API (`service.dev.nhn_server`), app key APP, secret SECRET."""
+    stand_in = NhnServer(app_key="APP", secret_key="SECRET")
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()

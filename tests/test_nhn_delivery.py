@@ -9,7 +9,6 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +43,22 @@ NHN = {
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[NhnServer]:
-    stand_in = NhnServer(app_key="APP", secret_key="SECRET")
-    await stand_in.start()
-    yield stand_in
-    await stand_in.stop()
-
-
-@pytest.fixture
 def topics(tansu: Broker) -> Topics:
     return Topics.fresh(tansu.overrides)
 
 
-def accepted_bodies(server: NhnServer) -> Counter[str]:
-    """How many times the API accepted each message body (each test event's body is unique)."""
-    return server.accepted
+def nhn_env(
+    topics: Topics, bootstrap: str, nhn_server: NhnServer, port: int, **extra: str
+) -> dict[str, str]:
+    """The environment of `fallback-service run` delivering to `nhn_server`."""
+    nhn = {f"FALLBACK_{k.upper()}": str(v) for k, v in NHN.items()}
+    return topics.env(
+        bootstrap,
+        FALLBACK_HTTP_PORT=str(port),
+        FALLBACK_NHN_BASE_URL=nhn_server.url,
+        **nhn,
+        **extra,
+    )
 
 
 async def settled(
@@ -69,12 +69,12 @@ async def settled(
 
 
 async def test_each_event_is_sent_once_and_settles_sent(
-    tansu: Broker, topics: Topics, server: NhnServer
+    tansu: Broker, topics: Topics, nhn_server: NhnServer
 ) -> None:
     bootstrap = tansu.bootstrap
     await create_topics(bootstrap, topics, partitions=2)
     await seed(bootstrap, topics)
-    settings = topics.settings(bootstrap, nhn_base_url=server.url, **NHN)
+    settings = topics.settings(bootstrap, nhn_base_url=nhn_server.url, **NHN)
     async with running(settings):
         await fill(bootstrap, topics.input, 30)
         outcomes = values(await read(bootstrap, topics.events, 60))
@@ -82,21 +82,21 @@ async def test_each_event_is_sent_once_and_settles_sent(
     assert len(sent) == 30 and len({o["fallbackId"] for o in sent}) == 30
     assert all(o["provider"]["name"] == "nhn" and o["provider"]["resultCode"] == 0 for o in sent)
     assert sum(1 for o in outcomes if o["status"] == "REQUESTED") == 30
-    assert set(accepted_bodies(server).values()) == {1} and len(server.received) == 30
+    assert set(nhn_server.accepted.values()) == {1} and len(nhn_server.received) == 30
     # Nothing is published to the output topic: the sink delivered itself.
     assert await read_all(bootstrap, topics.output, settle=0.3) == []
 
 
 async def test_an_outage_pauses_the_input_and_everything_is_delivered_after(
-    tansu: Broker, topics: Topics, server: NhnServer
+    tansu: Broker, topics: Topics, nhn_server: NhnServer
 ) -> None:
     bootstrap = tansu.bootstrap
     await create_topics(bootstrap, topics, partitions=1)
     await seed(bootstrap, topics)
-    settings = topics.settings(bootstrap, nhn_base_url=server.url, **NHN)
+    settings = topics.settings(bootstrap, nhn_base_url=nhn_server.url, **NHN)
     group = settings.group_id
     async with running(settings) as service:
-        server.control({"fault": "http", "status": 503, "times": -1})
+        nhn_server.control({"fault": "http", "status": 503, "times": -1})
         await fill(bootstrap, topics.input, 40)
         deadline = time.monotonic() + 20
         while "SMS API unavailable" not in (service.readiness() or ""):
@@ -104,41 +104,36 @@ async def test_an_outage_pauses_the_input_and_everything_is_delivered_after(
             await asyncio.sleep(0.05)
         assert service.metrics.nhn_breaker_open._value.get() == 1
         # While open: no event is taken (the committed offset stays), only probes reach the API.
-        before = len(server.received)
+        before = len(nhn_server.received)
         offset = (await committed(bootstrap, group, topics.input))[0]
         await asyncio.sleep(2.5)
-        probes = len(server.received) - before
+        probes = len(nhn_server.received) - before
         assert probes <= 4, probes  # a probe after 1 s, then after 1 s again (the cap)
         assert (await committed(bootstrap, group, topics.input))[0] == offset
         assert service.readiness() is not None
         # The API comes back: everything is delivered, once.
-        server.control({"clear": True})
+        nhn_server.control({"clear": True})
         outcomes = await settled(bootstrap, topics.events, 80)
         assert service.readiness() is None
     assert len(outcomes) == 40 and {o["status"] for o in outcomes} == {"SENT"}
-    bodies = accepted_bodies(server)
+    bodies = nhn_server.accepted
     assert len(bodies) == 40 and set(bodies.values()) == {1}
     assert (await committed(bootstrap, group, topics.input))[0] == 40
 
 
 async def test_a_restart_during_an_outage_loses_nothing_and_repeats_nothing(
-    tansu: Broker, topics: Topics, server: NhnServer
+    tansu: Broker, topics: Topics, nhn_server: NhnServer
 ) -> None:
     bootstrap = tansu.bootstrap
     await create_topics(bootstrap, topics, partitions=2)
     await seed(bootstrap, topics)
     port = free_port()
-    env = topics.env(
-        bootstrap,
-        FALLBACK_HTTP_PORT=str(port),
-        FALLBACK_NHN_BASE_URL=server.url,
-        **{f"FALLBACK_{k.upper()}": str(v) for k, v in NHN.items()},
-    )
+    env = nhn_env(topics, bootstrap, nhn_server, port)
     with service_process(env) as first:
         await asyncio.to_thread(wait_ready, port, first)
         await fill(bootstrap, topics.input, 20, prefix="A")
         assert len(await settled(bootstrap, topics.events, 40)) == 20
-        server.control({"fault": "http", "status": 503, "times": -1})
+        nhn_server.control({"fault": "http", "status": 503, "times": -1})
         await fill(bootstrap, topics.input, 20, prefix="B", first=20)
         deadline = time.monotonic() + 20
         readyz = f"http://127.0.0.1:{port}/readyz"
@@ -148,7 +143,7 @@ async def test_a_restart_during_an_outage_loses_nothing_and_repeats_nothing(
         assert "SMS API unavailable" in (await asyncio.to_thread(httpx.get, readyz)).text
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 10)
-    server.control({"clear": True})
+    nhn_server.control({"clear": True})
     with service_process(env) as second:
         await asyncio.to_thread(wait_ready, port, second)
         outcomes = await settled(bootstrap, topics.events, 80)
@@ -156,12 +151,12 @@ async def test_a_restart_during_an_outage_loses_nothing_and_repeats_nothing(
         assert await asyncio.to_thread(second.wait, 15) == 0
     sent = Counter(o["fallbackId"] for o in outcomes if o["status"] == "SENT")
     assert len(sent) == 40 and set(sent.values()) == {1}
-    bodies = accepted_bodies(server)
+    bodies = nhn_server.accepted
     assert len(bodies) == 40 and set(bodies.values()) == {1}
 
 
 async def test_a_kill_while_sending_repeats_at_most_the_batch_in_flight(
-    tansu: Broker, topics: Topics, server: NhnServer, tmp_path: Path
+    tansu: Broker, topics: Topics, nhn_server: NhnServer, tmp_path: Path
 ) -> None:
     """What a crash between the API's answer and the marker repeats (§10): the requests of the
     batch in flight that were answered but not yet recorded. Nothing more, nothing lost."""
@@ -170,33 +165,33 @@ async def test_a_kill_while_sending_repeats_at_most_the_batch_in_flight(
     await seed(bootstrap, topics)
     port = free_port()
     batch = 100
-    env = topics.env(
+    env = nhn_env(
+        topics,
         bootstrap,
-        FALLBACK_HTTP_PORT=str(port),
-        FALLBACK_NHN_BASE_URL=server.url,
+        nhn_server,
+        port,
         FALLBACK_BATCH_MAX_RECORDS=str(batch),
         FALLBACK_LOG_OUTCOMES="false",
-        **{f"FALLBACK_{k.upper()}": str(v) for k, v in NHN.items()},
     )
     total = 1200
     # Slow answers, so that the kill lands while requests are being answered.
-    server.control({"fault": "slow", "delay": 0.005, "times": -1})
+    nhn_server.control({"fault": "slow", "delay": 0.005, "times": -1})
     await fill(bootstrap, topics.input, total)
     log = tmp_path / "service.log"
     with service_process(env, output=log) as first:
         await asyncio.to_thread(wait_ready, port, first)
         deadline = time.monotonic() + 60
-        while len(server.received) < total // 3:
+        while len(nhn_server.received) < total // 3:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.02)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 10)
-    server.control({"clear": True})
+    nhn_server.control({"clear": True})
     log2 = tmp_path / "second.log"
     with service_process(env, output=log2) as second:
         await asyncio.to_thread(wait_ready, port, second)
         deadline = time.monotonic() + 60
-        while len(accepted_bodies(server)) < total:
+        while len(nhn_server.accepted) < total:
             assert time.monotonic() < deadline, log2.read_text()[-3000:]
             await asyncio.sleep(0.1)
         while True:  # the outcomes follow the API's answers by a batch's writes
@@ -205,7 +200,7 @@ async def test_a_kill_while_sending_repeats_at_most_the_batch_in_flight(
                 break
         second.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(second.wait, 15) == 0, log2.read_text()[-3000:]
-    bodies = accepted_bodies(server)
+    bodies = nhn_server.accepted
     repeated = sum(n - 1 for n in bodies.values())
     print(f"\nkill while sending: {total} events, {repeated} sent twice (batch {batch})")
     assert len(bodies) == total  # nothing lost

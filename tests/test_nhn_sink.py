@@ -8,7 +8,7 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -334,50 +334,42 @@ async def test_requests_in_flight_never_exceed_the_concurrency_bound() -> None:
     assert all(d.answer is not None and d.answer.accepted for d in batch)
 
 
-# --- against the local NHN-compatible server, over real sockets -----------------------------
+# --- against the local NHN-compatible server, over real sockets --------------------------------
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[NhnServer]:
-    stand_in = NhnServer(app_key="APP", secret_key="SECRET")
-    await stand_in.start()
-    yield stand_in
-    await stand_in.stop()
-
-
-async def real_sink(server: NhnServer, **changes: Any) -> NhnSink:
-    sink = NhnSink(api(base_url=server.url, **changes), Metrics())
+async def real_sink(nhn_server: NhnServer, **changes: Any) -> NhnSink:
+    sink = NhnSink(api(base_url=nhn_server.url, **changes), Metrics())
     await sink.start()
     return sink
 
 
 async def test_the_server_gets_one_call_per_request_with_endpoint_body_and_headers(
-    server: NhnServer,
+    nhn_server: NhnServer,
 ) -> None:
-    sink = await real_sink(server)
+    sink = await real_sink(nhn_server)
     sms = deliveries(3)
     lms = [Delivery(sms_request(10, content="가" * 100), SOURCE)]
     await sink.deliver(sms + lms)
     await sink.stop()
     assert all(d.answer is not None and d.answer.accepted for d in sms + lms)
     assert len({d.answer.request_id for d in sms + lms if d.answer}) == 4
-    paths = Counter(r["path"] for r in server.received)
+    paths = Counter(r["path"] for r in nhn_server.received)
     assert paths == {
         "/sms/v3.0/appKeys/APP/sender/sms": 3,
         "/sms/v3.0/appKeys/APP/sender/mms": 1,
     }
-    for entry in server.received:
+    for entry in nhn_server.received:
         assert entry["secretKeyOk"] is True
         assert entry["headers"]["content-type"] == "application/json;charset=UTF-8"
         assert entry["answer"] == 0 and entry["recipientCode"] == 0
-    [mms] = [r for r in server.received if r["path"].endswith("/mms")]
+    [mms] = [r for r in nhn_server.received if r["path"].endswith("/mms")]
     assert mms["body"]["title"] == lms[0].request.title
     assert mms["body"]["body"] == lms[0].request.body
 
 
-async def test_business_errors_from_the_server(server: NhnServer) -> None:
-    sink = await real_sink(server)
-    server.control({"registered": [SEND_NO, "0317770000"], "blocked": ["0317770000"]})
+async def test_business_errors_from_the_server(nhn_server: NhnServer) -> None:
+    sink = await real_sink(nhn_server)
+    nhn_server.control({"registered": [SEND_NO, "0317770000"], "blocked": ["0317770000"]})
     unregistered = Delivery(sms_request(1, sendNo="0299998888"), SOURCE)
     cases = {
         -2312: unregistered,
@@ -394,23 +386,23 @@ async def test_business_errors_from_the_server(server: NhnServer) -> None:
         assert delivery.answer is not None, code
         assert (delivery.answer.accepted, delivery.answer.result_code) == (False, code)
         assert delivery.answer.attempts == 1
-    assert len(server.received) == 3
+    assert len(nhn_server.received) == 3
 
 
-async def test_dropped_connections_and_slow_answers_are_retried(server: NhnServer) -> None:
-    sink = await real_sink(server, timeout_seconds=0.3, backoff_base_seconds=0.01)
-    server.control({"fault": "drop", "times": 2})
-    server.control({"fault": "slow", "delay": 1.0, "times": 1})
+async def test_dropped_connections_and_slow_answers_are_retried(nhn_server: NhnServer) -> None:
+    sink = await real_sink(nhn_server, timeout_seconds=0.3, backoff_base_seconds=0.01)
+    nhn_server.control({"fault": "drop", "times": 2})
+    nhn_server.control({"fault": "slow", "delay": 1.0, "times": 1})
     [delivery] = deliveries(1)
     await sink.deliver([delivery])
     assert delivery.answer is not None and delivery.answer.accepted
     assert delivery.answer.attempts == 4
-    assert [r.get("answer") for r in server.received][:2] == ["dropped", "dropped"]
+    assert [r.get("answer") for r in nhn_server.received][:2] == ["dropped", "dropped"]
 
 
-async def test_provider_unavailable_after_the_budget(server: NhnServer) -> None:
-    sink = await real_sink(server, backoff_base_seconds=0.01, max_attempts=3)
-    server.control({"fault": "http", "status": 500, "match": "01099990000"})
+async def test_provider_unavailable_after_the_budget(nhn_server: NhnServer) -> None:
+    sink = await real_sink(nhn_server, backoff_base_seconds=0.01, max_attempts=3)
+    nhn_server.control({"fault": "http", "status": 500, "match": "01099990000"})
     troubled = Delivery(sms_request(5, recipientNo="01099990000"), SOURCE)
     others = deliveries(20)
     await sink.deliver([troubled, *others])
@@ -420,13 +412,13 @@ async def test_provider_unavailable_after_the_budget(server: NhnServer) -> None:
     assert troubled.answer.result_message == "HTTP 500"
 
 
-async def test_the_rate_limit_holds_at_the_server(server: NhnServer) -> None:
+async def test_the_rate_limit_holds_at_the_server(nhn_server: NhnServer) -> None:
     rate = 40.0
-    sink = await real_sink(server, rate_limit=rate, concurrency=16)
+    sink = await real_sink(nhn_server, rate_limit=rate, concurrency=16)
     began = time.monotonic()
     await sink.deliver(deliveries(100))
     elapsed = time.monotonic() - began
-    times = sorted(r["time"] for r in server.received)
+    times = sorted(r["time"] for r in nhn_server.received)
     assert len(times) == 100
     # Any one second holds at most a second's tokens plus the burst (a tenth of a second's).
     burst = max(1.0, rate / 10)
