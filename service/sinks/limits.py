@@ -83,6 +83,7 @@ class Breaker:
         self.last_answer = float("-inf")
         self.probe_done = asyncio.Event()
         self.probe_done.set()
+        self._probe_taken = False
         self.on_change: Callable[[BreakerState], None] = lambda state: None
 
     @property
@@ -123,8 +124,16 @@ class Breaker:
         """Let one request through to see whether the provider is back."""
         if self.state is BreakerState.OPEN:
             self.state = BreakerState.PROBING
+            self._probe_taken = False
             self.probe_done.clear()
             self.on_change(self.state)
+
+    def take_probe(self) -> bool:
+        """While probing: True for the one request that probes, False for the others."""
+        if self._probe_taken:
+            return False
+        self._probe_taken = True
+        return True
 
     def open_for(self) -> float:
         """How long the breaker has been open (0 when closed)."""

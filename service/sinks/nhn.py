@@ -58,7 +58,6 @@ class NhnSink:
         self.bucket = TokenBucket(api.rate_limit, clock=clock, sleep=sleep)
         self.breaker = Breaker(api.breaker_threshold, max_wait=api.breaker_max_seconds, clock=clock)
         self.breaker.on_change = self._breaker_changed
-        self._probe_taken = False
 
     async def start(self) -> None:
         api = self.api
@@ -102,7 +101,6 @@ class NhnSink:
         return self.breaker.wait
 
     def probe(self) -> None:
-        self._probe_taken = False
         self.breaker.probe()
 
     async def deliver(self, deliveries: Sequence[Delivery]) -> None:
@@ -132,8 +130,7 @@ class NhnSink:
                 return True
             if breaker.state is BreakerState.OPEN:
                 return False
-            if not self._probe_taken:
-                self._probe_taken = True
+            if breaker.take_probe():
                 return True
             await breaker.probe_done.wait()
 
