@@ -231,13 +231,13 @@ class FallbackService:
         kept = [
             r
             for r in records
-            if (tp := TopicPartition(r.topic, r.partition)) in assignment
+            if (tp := _tp(r)) in assignment
             and r.offset >= floors.get(tp, 0)
             and (tp, r.offset) not in done
         ]
         if done:
             self.done = {(tp, off) for tp, off in done if off >= floors.get(tp, 0)} - {
-                (TopicPartition(r.topic, r.partition), r.offset) for r in records
+                (_tp(r), r.offset) for r in records
             }
         log.info(
             "dropped %d fetched records already done or owned elsewhere", len(records) - len(kept)
