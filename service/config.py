@@ -246,8 +246,9 @@ class Settings(BaseSettings):
     """`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
     log_format: LogFormat = LogFormat.TEXT
     """`text` or `json` (one object per line)."""
-    log_outcomes: bool = True
-    """One INFO line per outcome (fallbackId, status, masked number)."""
+    log_outcomes: bool = False
+    """One INFO line per outcome (fallbackId, status, masked number). Off by default: it is a
+    line per SMS, and the outcome events and metrics say the same."""
 
     @field_validator(
         "unencodable",

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 from service.core.models import Outcome
 from service.core.rules import Decision
 from service.logs import mask_number
-from service.metrics import Metrics
+from service.metrics import Metrics, observe_many
 
 if TYPE_CHECKING:
     from service.processor import Batch
@@ -61,9 +61,7 @@ class Observer:
         if batch.routed:
             metrics.routed.inc(batch.routed)
         metrics.batch_size.observe(records)
-        processing = metrics.processing
-        for _ in range(records):
-            processing.observe(elapsed)
+        observe_many(metrics.processing, elapsed, records)
 
     def _count(self, outcome: Outcome) -> None:
         reason = outcome.reason.value if outcome.reason else ""

@@ -416,6 +416,7 @@ async def test_no_log_line_carries_a_whole_phone_number(
         FALLBACK_HTTP_PORT=str(port),
         FALLBACK_LOG_LEVEL="DEBUG",
         FALLBACK_LOG_FORMAT=log_format,
+        FALLBACK_LOG_OUTCOMES="true",
         # Secrets in the configuration (unused by the kafka sink) must not show either.
         FALLBACK_NHN_SECRET_KEY="nhn-secret-must-not-show",
         FALLBACK_KAFKA_SSL_KEY_PASSWORD="tls-secret-must-not-show",

@@ -92,7 +92,8 @@ async def test_http_endpoints(bootstrap: str, topics: Topics) -> None:
     await create_topics(bootstrap, topics)
     await seed(bootstrap, topics)
     port = free_port()
-    with service_process(topics.env(bootstrap, FALLBACK_HTTP_PORT=str(port))) as p:
+    env = topics.env(bootstrap, FALLBACK_HTTP_PORT=str(port), FALLBACK_LOG_OUTCOMES="true")
+    with service_process(env) as p:
         await asyncio.to_thread(wait_ready, port, p)
         await put(bootstrap, topics.input, [("R1:1", event_dict()), ("x", b"junk")])
         await read(bootstrap, topics.events, 1)
