@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -82,7 +83,14 @@ def faststream_security(kafka: KafkaConnection, options: dict[str, Any]) -> Base
 def keyed_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (Java clients, aiokafka) gives a record keyed
     `key` in a topic of `partitions` partitions: murmur2 of the key."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    return _key_hash(key) % partitions
+
+
+# aiokafka's murmur2 is pure Python (microseconds a key), and one fallbackId is hashed for its
+# owner partition, its request and its outcome within the same batch.
+@functools.lru_cache(maxsize=16_384)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key) & 0x7FFFFFFF)
 
 
 def make_producer(

@@ -9,9 +9,10 @@ the previous owner (a zombie, too) is fenced and its open transaction aborted be
 owner reads the committed offset.
 
 Per batch, every record a partition's input causes (SMS request, dead letter, dedupe marker,
-outcome) is sent in that partition's transaction, every send is awaited (a failed send does not
-make an aiokafka transaction abortable on its own), then the input offset joins the transaction
-and it commits. Anything else aborts it and the batch is read again.
+outcome) is sent in that partition's transaction, in record batches, one after the other without
+waiting: nothing is visible before the commit. Before committing, every send's ack is awaited (a
+failed send does not make an aiokafka transaction abortable on its own), then the input offset
+joins the transaction and it commits. Anything else aborts it and the batch is read again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
@@ -30,7 +31,7 @@ from aiokafka.errors import (
 )
 
 from service.config import ConfigError
-from service.writer import NEVER_SUCCEEDS, Stopping, Unwritable, Write
+from service.writer import NEVER_SUCCEEDS, Stopping, Unwritable, Write, send_batched
 
 log = logging.getLogger("fallback.transactions")
 
@@ -78,6 +79,8 @@ class TransactionalWriter:
         self.consumer: Any = None
         self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._open: set[TopicPartition] = set()
+        # Per input partition, the futures of what its open transaction sent.
+        self._sent: dict[TopicPartition, list[asyncio.Future[Any]]] = {}
         self._on_publish_error = on_publish_error
         self._on_commit_refused = on_commit_refused
 
@@ -134,30 +137,28 @@ class TransactionalWriter:
         await self._close(gone)
 
     async def write(self, writes: Sequence[Write]) -> None:
-        """Send each record in its input partition's transaction; wait for every ack."""
-        futures = []
-        sources = []
-        try:
-            for w in writes:
-                if w.source is None:
-                    raise ValueError(f"a transactional write needs its input partition: {w.topic}")
-                producer = await self._begun(w.source)
-                futures.append(
-                    await producer.send(
-                        w.topic, w.value, key=w.key, headers=w.headers, partition=w.partition
-                    )
-                )
-                sources.append(w.source)
-        except KafkaError as exc:
-            await self._failed({w.source for w in writes if w.source is not None}, exc)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = {
-            src: r for src, r in zip(sources, results, strict=True) if isinstance(r, BaseException)
-        }
-        if failed:
-            await self._failed(set(failed), next(iter(failed.values())))
+        """Send each record in its input partition's transaction, as record batches.
 
-    async def _failed(self, partitions: set[TopicPartition], error: BaseException) -> None:
+        Returns once they are sent, not acknowledged: nothing of a transaction is visible before
+        it commits, so the order of the processor's steps holds without a round trip each, and
+        `commit` waits for every ack before it commits.
+        """
+        by_source: dict[TopicPartition, list[Write]] = {}
+        for w in writes:
+            if w.source is None:
+                raise ValueError(f"a transactional write needs its input partition: {w.topic}")
+            by_source.setdefault(w.source, []).append(w)
+        for source, own in by_source.items():
+            try:
+                producer = await self._begun(source)
+            except KafkaError as exc:
+                await self._failed({source}, exc)
+            futures, _, error = await send_batched(producer, own)
+            self._sent.setdefault(source, []).extend(futures)
+            if error is not None:
+                await self._failed({source}, error)
+
+    async def _failed(self, partitions: set[TopicPartition], error: BaseException) -> NoReturn:
         """A send failed: the transactions must not commit, so the batch is read again.
 
         The producers that failed are retired: after a send error an aiokafka transactional
@@ -176,7 +177,19 @@ class TransactionalWriter:
         raise error
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Add each partition's next offset to its transaction and commit them all."""
+        """Wait for every send's ack, add each partition's next offset to its transaction and
+        commit them all."""
+        sent, self._sent = self._sent, {}
+        failed_sends: dict[TopicPartition, BaseException] = {}
+        for source, futures in sent.items():
+            for result in await asyncio.gather(*set(futures), return_exceptions=True):
+                if isinstance(result, BaseException):
+                    failed_sends[source] = result
+                    break
+        if failed_sends:
+            # Every partition is read again: the batch's outputs were decided together.
+            await self.abandon()
+            await self._failed(set(failed_sends), next(iter(failed_sends.values())))
         for tp in offsets:
             await self._begun(tp)  # a partition whose records wrote nothing still commits
         results = await asyncio.gather(
@@ -202,11 +215,13 @@ class TransactionalWriter:
 
     async def abandon(self) -> None:
         """Abort every open transaction: nothing of the batch becomes visible."""
+        self._sent = {}
         for tp in list(self._open):
             await self._abort(tp)
 
     async def _abort(self, tp: TopicPartition) -> None:
         self._open.discard(tp)
+        self._sent.pop(tp, None)
         producer = self.producers.get(tp)
         if producer is None:
             return

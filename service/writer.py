@@ -199,7 +199,7 @@ class AcknowledgedWriter:
 
     async def _send_all(self, writes: list[Write]) -> tuple[int, BaseException | None]:
         """Index of the first write that failed (len(writes) when none did), and its error."""
-        return await _settle(await _send_batched(self.producer, writes))
+        return await _settle(await send_batched(self.producer, writes))
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self.consumer
@@ -222,7 +222,7 @@ class AcknowledgedWriter:
 _BATCHED_RECORD_MAX = 128 * 1024
 
 
-async def _send_batched(
+async def send_batched(
     producer: AIOKafkaProducer, writes: list[Write]
 ) -> tuple[list[asyncio.Future[Any]], int, BaseException | None]:
     """The writes in record batches per output partition (aiokafka's batch API), each write's
@@ -237,6 +237,9 @@ async def _send_batched(
 
     async def submit(slot: tuple[str, int]) -> None:
         number = open_batch.pop(slot)
+        # Closed, the batch goes out at once instead of lingering (`linger_ms`) for more records:
+        # the write's records are all in it already, and every write waits for its acks.
+        builders[number].close()
         submitted[number] = await producer.send_batch(builders[number], slot[0], partition=slot[1])
 
     def start(slot: tuple[str, int]) -> int:

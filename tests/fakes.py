@@ -16,8 +16,9 @@ from service.writer import Write
 class RecordingWriter:
     """Keeps every acknowledged step and commit, in order; can fail a chosen step once."""
 
-    def __init__(self, *, fail_step: int | None = None) -> None:
+    def __init__(self, *, fail_step: int | None = None, round_trip: float = 0.0) -> None:
         self.steps: list[list[Write]] = []
+        self.round_trip = round_trip  # seconds each write waits, as for a broker's ack
         self.commits: list[dict[TopicPartition, int]] = []
         self.abandoned = 0
         self.started = False
@@ -42,7 +43,10 @@ class RecordingWriter:
 
     async def write(self, writes: Sequence[Write]) -> None:
         self._calls += 1
-        if self._fail_step == self._calls:
+        call = self._calls
+        if self.round_trip:
+            await asyncio.sleep(self.round_trip)
+        if self._fail_step == call:
             raise RuntimeError("injected write failure")
         self.steps.append(list(writes))
 
@@ -74,6 +78,10 @@ class MemoryDedupe(PartitionedDedupe):
 class _Builder:
     capacity: int
     records: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def append(
         self,
@@ -83,7 +91,7 @@ class _Builder:
         timestamp: int | None,
         headers: list[tuple[str, bytes]],
     ) -> object | None:
-        if len(self.records) >= self.capacity:
+        if self.closed or len(self.records) >= self.capacity:
             return None
         self.records.append((key, value))
         return object()
@@ -96,8 +104,8 @@ class ScriptedProducer:
 
     `outcomes` is consumed one entry per submission (a `send`, or a `send_batch` of up to
     `capacity` records): None acknowledges it, an exception fails its future, ("refuse", exc)
-    makes the call itself raise. With one partition and a capacity of one, every write is a
-    submission of its own, in order.
+    makes the call itself raise, "pending" leaves the future to the test. With one partition
+    and a capacity of one, every write is a submission of its own, in order.
     """
 
     outcomes: list[Any] = field(default_factory=list)
@@ -109,6 +117,10 @@ class ScriptedProducer:
     batches: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = field(
         default_factory=list
     )
+    # Whether each submitted batch was closed (a closed batch does not linger for more).
+    closed: list[bool] = field(default_factory=list)
+    # Futures of submissions scripted "pending": the test acknowledges or fails them.
+    pending: list[asyncio.Future[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.started = True
@@ -122,7 +134,9 @@ class ScriptedProducer:
             raise outcome[1]
         self.sent.extend((topic, key) for key in keys)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if isinstance(outcome, BaseException):
+        if outcome == "pending":
+            self.pending.append(future)
+        elif isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
             future.set_result(None)
@@ -149,4 +163,24 @@ class ScriptedProducer:
     ) -> asyncio.Future[None]:
         future = self._submitted(topic, [key for key, _ in batch.records])
         self.batches.append((topic, partition, list(batch.records)))
+        self.closed.append(batch.closed)
         return future
+
+
+@dataclass
+class ScriptedTransactionalProducer(ScriptedProducer):
+    """A `ScriptedProducer` with aiokafka's transaction calls, recorded in `calls`."""
+
+    calls: list[str] = field(default_factory=list)
+
+    async def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    async def send_offsets_to_transaction(self, offsets: dict[Any, int], group_id: str) -> None:
+        self.calls.append(f"offsets {sorted(offsets.values())}")
+
+    async def commit_transaction(self) -> None:
+        self.calls.append("commit")
+
+    async def abort_transaction(self) -> None:
+        self.calls.append("abort")

@@ -1,4 +1,5 @@
-"""The at-least-once writer on a scripted producer: retry order, stop path, commit refusals."""
+"""The writers on scripted producers: retry order, stop path, commit refusals, batches, and the
+transactional writer's acks before its commit."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
+from service.transactional import TransactionalWriter
 from service.writer import AcknowledgedWriter, Stopping, Write
-from tests.fakes import ScriptedProducer
+from tests.fakes import ScriptedProducer, ScriptedTransactionalProducer
 
 
 def writes(n: int) -> list[Write]:
@@ -184,3 +186,46 @@ async def test_a_record_too_large_for_a_batch_goes_alone_after_its_partitions_ba
     big = Write("t", b"big", b"x" * 200_000, partition=0)
     await writer(producer).write([*keyed(2, partition=0), big, *keyed(1, partition=0)])
     assert [k for _, k in producer.sent] == [b"k0", b"k1", b"big", b"k0"]
+
+
+async def test_every_batch_is_closed_before_it_is_submitted() -> None:
+    # A batch left open lingers `linger_ms` for more records: three acknowledged steps per input
+    # batch would each wait for it.
+    producer = ScriptedProducer(capacity=2, partitions=3)
+    await writer(producer).write(keyed(9))
+    assert producer.closed and all(producer.closed)
+
+
+def transactional(producer: ScriptedTransactionalProducer) -> TransactionalWriter:
+    return TransactionalWriter(lambda _: producer, group_id="g", stopping=asyncio.Event())
+
+
+SOURCE = TopicPartition("in", 0)
+
+
+def sourced(n: int) -> list[Write]:
+    return [Write("t", f"k{i}".encode(), b"v", source=SOURCE, partition=0) for i in range(n)]
+
+
+async def test_transactional_writes_do_not_wait_for_acks_the_commit_does() -> None:
+    producer = ScriptedTransactionalProducer(capacity=10, outcomes=["pending", "pending"])
+    w = transactional(producer)
+    await w.write(sourced(2))  # returns with both acks outstanding
+    await w.write(sourced(1))
+    assert producer.calls == ["begin"] and len(producer.pending) == 2
+    committing = asyncio.create_task(w.commit({SOURCE: 3}))
+    await asyncio.sleep(0)
+    assert producer.calls == ["begin"]  # waiting for the acks
+    for future in producer.pending:
+        future.set_result(None)
+    await committing
+    assert producer.calls == ["begin", "offsets [3]", "commit"]
+
+
+async def test_a_transactional_send_that_failed_aborts_instead_of_committing() -> None:
+    producer = ScriptedTransactionalProducer(capacity=10, outcomes=[KafkaTimeoutError()])
+    w = transactional(producer)
+    await w.write(sourced(2))
+    with pytest.raises(KafkaTimeoutError):
+        await w.commit({SOURCE: 2})
+    assert "commit" not in producer.calls and "abort" in producer.calls
