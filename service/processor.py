@@ -7,6 +7,7 @@ commits, and only then has what was done observed (metrics, outcome logs).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ _OWN_HEADERS = frozenset(
 )
 # Room left in a record for the record and batch framing around key, value and headers.
 _RECORD_OVERHEAD = 1024
+# Records per part of a pipelined batch: small enough that the first part's writes start soon,
+# large enough that each write still fills record batches.
+PART_RECORDS = 250
 
 
 class Dedupe(Protocol):
@@ -91,6 +95,17 @@ class Batch:
     marked: list[tuple[int, str]] = field(default_factory=list)
     owners: dict[str, int] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    # The parts a pipelined batch was written in (their markers are known once written).
+    parts: list[Batch] = field(default_factory=list)
+
+    def absorb(self, part: Batch) -> None:
+        """Take in what a later part of the same batch decided (its writes stay with it)."""
+        self.parts.append(part)
+        self.deliveries += part.deliveries
+        self.routed += part.routed
+        self.decisions += part.decisions
+        self.malformed += part.malformed
+        self.offsets.update(part.offsets)
 
 
 class Held(Exception):
@@ -210,10 +225,16 @@ class Processor:
         # The DLQ topic's record limit, read at start-up (`service.kafka.max_message_bytes`).
         self.dlq_max_bytes = 1_048_576
 
-    def convert(self, records: Sequence[ConsumerRecord], now: datetime) -> Batch:
-        """Decide every record of the batch, in order. No I/O: nothing is written or counted."""
+    def convert(
+        self, records: Sequence[ConsumerRecord], now: datetime, pending: set[str] | None = None
+    ) -> Batch:
+        """Decide every record of the batch, in order. No I/O: nothing is written or counted.
+
+        `pending` holds the fallbacks requested earlier in the same batch (parts of one batch
+        converted one after the other share it); it gains this part's.
+        """
         batch = Batch()
-        pending: set[str] = set()
+        pending = set() if pending is None else pending
         channels = self.channels
         sender_numbers = self.sender_numbers
         requested = self.requested
@@ -260,8 +281,8 @@ class Processor:
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         """Hand over, write and commit everything `records` cause, then observe it.
 
-        The steps, each acknowledged before the next: requests to the sink and dead letters;
-        the "requested" markers; the outcomes; the commit of the input offsets. So a marker
+        The steps, each acknowledged before the next: requests to the sink; the "requested"
+        markers with the dead letters; the outcomes; the commit of the input offsets. So a marker
         never exists for a request that was lost, and a REQUESTED outcome that anyone can see
         always has its marker. The in-memory dedupe state learns the batch's fallbacks after
         the commit. Raises `writer.Stopping` when stopped part-way (nothing is committed then).
@@ -270,13 +291,16 @@ class Processor:
         # Markers written by other replicas before this batch count: read up to them.
         await self.requested.catch_up()
         now = self.clock()
-        batch = self.convert(records, now)
         held: Held | None = None
-        if batch.deliveries:
-            await self.sink.deliver(batch.deliveries)
-            if any(d.held for d in batch.deliveries):
-                batch, held = self._without_held(records, batch, now)
-        await self._write(batch, now)
+        if self.sink.delivers:
+            batch = self.convert(records, now)
+            if batch.deliveries:
+                await self.sink.deliver(batch.deliveries)
+                if any(d.held for d in batch.deliveries):
+                    batch, held = self._without_held(records, batch, now)
+            await self._write(batch, now)
+        else:
+            batch = await self._pipelined(records, now)
         await self.writer.commit(batch.offsets)
         # Only now are the markers final (in exactly-once mode they were part of a transaction).
         self.requested.remember(batch.marked, _ms(now))
@@ -284,6 +308,71 @@ class Processor:
         self.observer.observe(batch, done, time.monotonic() - started)
         if held is not None:
             raise held
+
+    async def _pipelined(self, records: Sequence[ConsumerRecord], now: datetime) -> Batch:
+        """Convert the batch a part at a time, each part's steps running while the next part
+        converts; the whole batch, once every part is written.
+
+        The conversion is most of the CPU, and each step waits for a round trip to the broker:
+        overlapped, a batch costs about its conversion instead of both. A part's step starts
+        once the part before has finished the same step, so every output topic receives the
+        parts in input order, retries included; a failure stops the parts after it.
+        """
+        if len(records) <= PART_RECORDS:
+            batch = self.convert(records, now)
+            if batch.deliveries:
+                await self.sink.deliver(batch.deliveries)
+            await self._write(batch, now)
+            return batch
+        pending: set[str] = set()
+        whole = Batch()
+        chained: list[asyncio.Task[None]] = []
+        before: list[asyncio.Future[None]] | None = None
+        gates: list[asyncio.Future[None]] = []
+        for first in range(0, len(records), PART_RECORDS):
+            part = self.convert(records[first : first + PART_RECORDS], now, pending)
+            whole.absorb(part)
+            loop = asyncio.get_running_loop()
+            mine = [loop.create_future() for _ in range(3)]
+            gates += mine
+            chained.append(asyncio.create_task(self._write_part(part, now, before, mine)))
+            before = mine
+            await asyncio.sleep(0)  # let it send before the next part converts
+        results = await asyncio.gather(*chained, return_exceptions=True)
+        for gate in gates:  # a failure reaches every later gate; all of them are seen here
+            if gate.done() and not gate.cancelled():
+                gate.exception()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        for part in whole.parts:
+            whole.marked += part.marked
+        return whole
+
+    async def _write_part(
+        self,
+        part: Batch,
+        now: datetime,
+        before: list[asyncio.Future[None]] | None,
+        mine: list[asyncio.Future[None]],
+    ) -> None:
+        """The three steps of `_write` for one part, each after the previous part's."""
+        steps = (
+            lambda: self._deliver(part),
+            lambda: self._mark(part, now),
+            lambda: self.writer.write(self._with_settlements(part)),
+        )
+        try:
+            for step, gate in enumerate(mine):
+                if before is not None:
+                    await before[step]
+                await steps[step]()
+                gate.set_result(None)
+        except BaseException as exc:
+            for gate in mine:
+                if not gate.done():
+                    gate.set_exception(exc)
+            raise
 
     def _without_held(
         self, records: Sequence[ConsumerRecord], batch: Batch, now: datetime
@@ -320,31 +409,38 @@ class Processor:
         return again, Held(reason, self.sink.retry_in(), rewind, done, held)
 
     async def _write(self, batch: Batch, now: datetime) -> None:
-        """Dead letters (and requests, already with the sink), markers, outcomes: in order."""
-        writer = self.writer
+        """After the requests (already with the sink): markers and dead letters, then outcomes."""
         if not batch.deliveries:
-            await writer.write(batch.dead_letters + batch.outcomes)
+            await self.writer.write(batch.dead_letters + batch.outcomes)
             return
-        if batch.dead_letters:
-            await writer.write(batch.dead_letters)
+        await self._mark(batch, now)
+        await self.writer.write(self._with_settlements(batch))
+
+    async def _deliver(self, batch: Batch) -> None:
+        if batch.deliveries:
+            await self.sink.deliver(batch.deliveries)
+
+    async def _mark(self, batch: Batch, now: datetime) -> None:
+        """The "requested" markers of the batch's requested fallbacks (at their owners), with
+        the dead letters and forwarded events: neither depends on the other, so one round
+        trip acknowledges both."""
         stamp = timestamp(now)
         requested = [d for d in batch.deliveries if counts_as_requested(d.answer)]
         topic = self.requested.topic
         owners = batch.owners
-        await writer.write(
-            [
-                Write(
-                    topic,
-                    d.request.fallbackId.encode(),
-                    self.requested.marker(d.request.fallbackId, stamp),
-                    source=d.source,
-                    partition=owners[d.request.fallbackId],
-                )
-                for d in requested
-            ]
-        )
+        markers = [
+            Write(
+                topic,
+                d.request.fallbackId.encode(),
+                self.requested.marker(d.request.fallbackId, stamp),
+                source=d.source,
+                partition=owners[d.request.fallbackId],
+            )
+            for d in requested
+        ]
+        if markers or batch.dead_letters:
+            await self.writer.write(markers + batch.dead_letters)
         batch.marked = [(owners[d.request.fallbackId], d.request.fallbackId) for d in requested]
-        await writer.write(self._with_settlements(batch))
 
     def _with_settlements(self, batch: Batch) -> list[Write]:
         """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""

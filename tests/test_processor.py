@@ -65,10 +65,12 @@ async def test_steps_in_order_requests_markers_outcomes_commit() -> None:
     await processor.process(records)
     assert [d.request.fallbackId for d in sink.delivered] == [f"R1:{a}", f"R1:{c}"]
     assert [d.source.partition for d in sink.delivered] == [0, 1]
-    # Dead letters beside the requests, then markers, then outcomes; then the commit.
-    assert writer.topics() == [{"dlq"}, {"dedupe"}, {"events"}]
-    assert [w.key for w in writer.steps[1]] == [f"R1:{a}".encode(), f"R1:{c}".encode()]
-    assert [orjson.loads(w.value or b"")["status"] for w in writer.steps[2]] == [
+    # Requests (with the sink), then markers with the dead letters, then outcomes; then the
+    # commit.
+    assert writer.topics() == [{"dedupe", "dlq"}, {"events"}]
+    markers = [w.key for w in writer.steps[0] if w.topic == "dedupe"]
+    assert markers == [f"R1:{a}".encode(), f"R1:{c}".encode()]
+    assert [orjson.loads(w.value or b"")["status"] for w in writer.steps[1]] == [
         "REQUESTED",
         "SKIPPED",
         "REQUESTED",
@@ -203,7 +205,7 @@ async def test_an_event_on_a_partition_that_does_not_own_it_is_routed_to_its_own
     ]
     await processor.process(records)
     assert [d.request.fallbackId for d in sink.delivered] == [f"R1:{here}"]
-    forwarded = writer.steps[0]
+    forwarded = [w for w in writer.steps[0] if w.topic == "repartition"]  # beside the markers
     assert [(w.topic, w.key, w.partition) for w in forwarded] == [
         ("repartition", f"R1:{there}".encode(), 2)
     ]
@@ -277,7 +279,8 @@ async def test_held_requests_commit_what_settled_and_name_what_to_read_again() -
         ("R1:5", "REQUESTED"),
         ("R1:5", "SENT"),
     ]
-    assert [w.key for w in writer.steps[1]] == [b"R1:1", b"R1:4", b"R1:5"]  # markers
+    markers = [w.key for w in writer.steps[0] if w.topic == "dedupe"]
+    assert markers == [b"R1:1", b"R1:4", b"R1:5"]
     assert not processor.requested.contains(0, "R1:3")
     assert count(metrics, "SENT") == 3 and count(metrics, "REQUESTED") == 3
     # The provider is back: the records read again settle, nothing is sent twice.
@@ -299,3 +302,61 @@ async def test_everything_held_commits_nothing_new() -> None:
 
 def _sent(delivery: Delivery) -> ProviderAnswer:
     return ProviderAnswer("nhn", True, "REQ", 0, "SUCCESS")
+
+
+def _kafka_sink_build(writer: RecordingWriter) -> Processor:
+    processor, _, _, _ = build(writer=writer)
+    processor.sink = KafkaSink(writer, "sms")
+    return processor
+
+
+def _keys_per_topic(writer: RecordingWriter) -> dict[str, list[bytes | None]]:
+    per: dict[str, list[bytes | None]] = {}
+    for step in writer.steps:
+        for w in step:
+            per.setdefault(w.topic, []).append(w.key)
+    return per
+
+
+async def test_a_large_batch_is_written_in_parts_each_topic_in_input_order() -> None:
+    # 600 records: parts of 250, 250 and 100, written while the next part converts.
+    writer = RecordingWriter(round_trip=0.001)
+    processor = _kafka_sink_build(writer)
+    records = [record(event_dict(recipientSeq=i + 1), offset=i) for i in range(600)]
+    await processor.process(records)
+    expected = [f"R1:{i + 1}".encode() for i in range(600)]
+    per = _keys_per_topic(writer)
+    assert per["sms"] == per["dedupe"] == per["events"] == expected
+    assert [len(step) for step in writer.steps if step[0].topic == "sms"] == [250, 250, 100]
+    # Each part's marker only after its request; its outcome only after its marker.
+    order = [(w.topic, w.key) for step in writer.steps for w in step]
+    for key in (expected[0], expected[300], expected[599]):
+        assert order.index(("sms", key)) < order.index(("dedupe", key))
+        assert order.index(("dedupe", key)) < order.index(("events", key))
+    assert writer.commits == [{("in", 0): 600}]
+    assert all(f"R1:{i + 1}" in processor.requested for i in range(600))  # type: ignore[operator]
+
+
+async def test_a_fallback_repeated_in_a_later_part_is_a_duplicate() -> None:
+    writer = RecordingWriter(round_trip=0.001)
+    processor = _kafka_sink_build(writer)
+    records = [record(event_dict(recipientSeq=i + 1), offset=i) for i in range(300)]
+    records.append(record(event_dict(recipientSeq=1), offset=300))
+    await processor.process(records)
+    assert _keys_per_topic(writer)["sms"].count(b"R1:1") == 1
+    last = [step for step in writer.steps if step[0].topic == "events"][-1][-1]
+    assert orjson.loads(last.value or b"")["reason"] == "duplicate"
+
+
+async def test_a_failed_part_stops_the_parts_after_it_and_nothing_is_committed() -> None:
+    # Writes: 1 part one's requests, 2 its markers (fails), ... part two may hand its requests
+    # over (the step before its markers), but writes no marker and no outcome.
+    writer = RecordingWriter(fail_step=2, round_trip=0.001)
+    processor = _kafka_sink_build(writer)
+    records = [record(event_dict(recipientSeq=i + 1), offset=i) for i in range(500)]
+    with pytest.raises(RuntimeError):
+        await processor.process(records)
+    per = _keys_per_topic(writer)
+    assert "dedupe" not in per and "events" not in per
+    assert writer.commits == []
+    assert "R1:1" not in processor.requested  # type: ignore[operator]

@@ -34,6 +34,9 @@ class Sink(Protocol):
     """Where REQUESTED fallbacks go."""
 
     name: str
+    # A delivering sink (answers, may hold) gets each batch's deliveries in one call; a
+    # publishing one gets them a part at a time, each part written on while the next converts.
+    delivers: bool
 
     async def start(self) -> None: ...
 

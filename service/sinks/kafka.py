@@ -14,6 +14,7 @@ class KafkaSink:
     (so in exactly-once mode the request joins its input partition's transaction)."""
 
     name = "kafka"
+    delivers = False
 
     def __init__(self, writer: Writer, topic: str) -> None:
         self.writer = writer

@@ -24,6 +24,7 @@ class ListSink:
         self.held: list[Delivery] = []
         self._answer = answer
         self._hold = hold
+        self.delivers = answer is not None or hold is not None
         self.started = False
         self.probes = 0
 

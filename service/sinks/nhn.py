@@ -30,6 +30,7 @@ class NhnSink:
     its own) and sets its answer: SENT, FAILED, or held while the API is unavailable."""
 
     name = "nhn"
+    delivers = True
 
     def __init__(
         self,
