@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run run-nhn test lint unit bench tools docs audit clean
+.PHONY: install run run-nhn test lint unit bench profile tools docs audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,11 +51,17 @@ docs: $(STAMP)
 test: lint tools
 	$(BIN)/pytest
 
+# Three runs of the service against the bare aiokafka loop on each broker (it rewrites the
+# figures in docs/benchmarks.md and docs/benchmarks.png), then the dedupe state and the nhn sink.
 bench: $(STAMP)
 	$(BIN)/python bench/core_bench.py
-	$(BIN)/python bench/service_bench.py
+	$(BIN)/python bench/service_bench.py --runs 3
 	$(BIN)/python bench/dedupe_bench.py
 	$(BIN)/python bench/nhn_bench.py
+
+# Where the running service spends its CPU (py-spy on `fallback-service run`, on Tansu).
+profile: $(STAMP)
+	$(BIN)/python bench/profile.py
 
 # Known vulnerabilities of the installed dependencies. Needs PyPI's JSON API or OSV, which some
 # mirrors (this project's build machine among them) do not serve; not part of `make test`.

@@ -9,14 +9,16 @@ fallback (the digest tables, and the process's resident memory growth), and seco
 from __future__ import annotations
 
 import asyncio
-import resource
 import sys
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import rss_mb
 
 from service.config import load_settings
 from service.dedupe import PartitionedDedupe, owner_partition
@@ -25,12 +27,6 @@ from service.kafka import admin_client
 
 COUNT = 1_000_000
 PARTITIONS = 6
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now, in MB (Linux /proc)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 1e6
 
 
 async def write_markers(bootstrap: str, topic: str) -> float:

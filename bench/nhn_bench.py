@@ -11,26 +11,25 @@ the service started as users start it (`fallback-service run`, default logging).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import rss_mb, start_service, wait_ready
 
 from service.dev.broker import free_port, start_broker
 from service.dev.nhn_server import NhnServer
 from tests.factories import event_dict
 from tests.kafka_helpers import Topics, create_topics, seed
 
-BIN = Path(sys.executable).parent
 THROUGHPUT_EVENTS = 5_000
 OUTAGE_SECONDS = 60
 ARRIVALS_PER_SECOND = 100
@@ -53,13 +52,6 @@ async def produce(bootstrap: str, topic: str, first: int, count: int) -> None:
         await producer.stop()
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def lag(bootstrap: str, group: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
     await consumer.start()
@@ -73,28 +65,6 @@ async def lag(bootstrap: str, group: str, topic: str) -> int:
         return total
     finally:
         await consumer.stop()
-
-
-def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("FALLBACK_")} | env
-    return subprocess.Popen(
-        [str(BIN / "fallback-service"), "run"],
-        env=full,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-async def wait_ready(port: int) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the service did not get ready")
 
 
 async def setup(
