@@ -329,19 +329,27 @@ class Processor:
         chained: list[asyncio.Task[None]] = []
         before: list[asyncio.Future[None]] | None = None
         gates: list[asyncio.Future[None]] = []
-        for first in range(0, len(records), PART_RECORDS):
-            part = self.convert(records[first : first + PART_RECORDS], now, pending)
-            whole.absorb(part)
-            loop = asyncio.get_running_loop()
-            mine = [loop.create_future() for _ in range(3)]
-            gates += mine
-            chained.append(asyncio.create_task(self._write_part(part, now, before, mine)))
-            before = mine
-            await asyncio.sleep(0)  # let it send before the next part converts
-        results = await asyncio.gather(*chained, return_exceptions=True)
-        for gate in gates:  # a failure reaches every later gate; all of them are seen here
-            if gate.done() and not gate.cancelled():
-                gate.exception()
+        loop = asyncio.get_running_loop()
+        try:
+            for first in range(0, len(records), PART_RECORDS):
+                part = self.convert(records[first : first + PART_RECORDS], now, pending)
+                whole.absorb(part)
+                mine = [loop.create_future() for _ in range(3)]
+                gates += mine
+                chained.append(asyncio.create_task(self._write_part(part, now, before, mine)))
+                before = mine
+                await asyncio.sleep(0)  # let it send before the next part converts
+            results = await asyncio.gather(*chained, return_exceptions=True)
+        except BaseException:
+            # Cancelled (or failed) while converting: no part goes on writing on its own.
+            for task in chained:
+                task.cancel()
+            await asyncio.gather(*chained, return_exceptions=True)
+            raise
+        finally:
+            for gate in gates:  # a failure reaches every later gate: all of them are seen here
+                if gate.done() and not gate.cancelled():
+                    gate.exception()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -368,6 +376,10 @@ class Processor:
                     await before[step]
                 await steps[step]()
                 gate.set_result(None)
+        except asyncio.CancelledError:
+            for gate in mine:
+                gate.cancel()
+            raise
         except BaseException as exc:
             for gate in mine:
                 if not gate.done():

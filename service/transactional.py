@@ -81,6 +81,9 @@ class TransactionalWriter:
         self._open: set[TopicPartition] = set()
         # Per input partition, the futures of what its open transaction sent.
         self._sent: dict[TopicPartition, list[asyncio.Future[Any]]] = {}
+        # Writes run side by side (the parts of a batch); one at a time may begin transactions
+        # and start producers. Sending does not wait for acks, so this costs nothing.
+        self._sending = asyncio.Lock()
         self._on_publish_error = on_publish_error
         self._on_commit_refused = on_commit_refused
 
@@ -143,6 +146,10 @@ class TransactionalWriter:
         it commits, so the order of the processor's steps holds without a round trip each, and
         `commit` waits for every ack before it commits.
         """
+        async with self._sending:
+            await self._write(writes)
+
+    async def _write(self, writes: Sequence[Write]) -> None:
         by_source: dict[TopicPartition, list[Write]] = {}
         for w in writes:
             if w.source is None:

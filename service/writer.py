@@ -159,6 +159,7 @@ class AcknowledgedWriter:
         pending = list(writes)
         delay = 0.2
         while pending:
+            producer = self.producer
             failed_at, error = await self._send_all(pending)
             if failed_at == len(pending):
                 return
@@ -178,14 +179,19 @@ class AcknowledgedWriter:
             if self.stopping.is_set():
                 raise Stopping("stopping with unwritten outputs; the batch stays uncommitted")
             if isinstance(error, FATAL_PRODUCER_ERRORS):
-                await self._replace_producer(error)
+                await self._replace_producer(error, producer)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(delay * 2, self._max_delay)
 
-    async def _replace_producer(self, error: BaseException) -> None:
+    async def _replace_producer(self, error: BaseException, failed: AIOKafkaProducer) -> None:
         """An idempotent producer whose sequence numbers went out of step with the broker (after
-        an outage) is dead for good in aiokafka (no KIP-360): start a new one."""
+        an outage) is dead for good in aiokafka (no KIP-360): start a new one.
+
+        Writes run side by side (the parts of a batch): the first to see `failed` fail replaces
+        it, the others find it replaced already."""
+        if self.producer is not failed:
+            return
         log.warning("producer failed for good (%r); starting a new one", error)
         old, self.producer = self.producer, self._make_producer()
         try:

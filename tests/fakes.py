@@ -174,6 +174,7 @@ class ScriptedTransactionalProducer(ScriptedProducer):
     calls: list[str] = field(default_factory=list)
 
     async def begin_transaction(self) -> None:
+        await asyncio.sleep(0)  # as aiokafka may, waiting for the producer id
         self.calls.append("begin")
 
     async def send_offsets_to_transaction(self, offsets: dict[Any, int], group_id: str) -> None:

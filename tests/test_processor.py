@@ -360,3 +360,19 @@ async def test_a_failed_part_stops_the_parts_after_it_and_nothing_is_committed()
     assert "dedupe" not in per and "events" not in per
     assert writer.commits == []
     assert "R1:1" not in processor.requested  # type: ignore[operator]
+
+
+async def test_a_cancelled_batch_leaves_no_part_writing_on_its_own() -> None:
+    import asyncio
+
+    writer = RecordingWriter(round_trip=0.02)
+    processor = _kafka_sink_build(writer)
+    records = [record(event_dict(recipientSeq=i + 1), offset=i) for i in range(600)]
+    task = asyncio.create_task(processor.process(records))
+    await asyncio.sleep(0.03)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    written = len(writer.steps)
+    await asyncio.sleep(0.1)
+    assert len(writer.steps) == written and writer.commits == []

@@ -125,6 +125,17 @@ async def test_a_producer_out_of_step_with_the_broker_is_replaced() -> None:
     assert [k for _, k in fresh.sent] == [b"k0", b"k1"]
 
 
+async def test_writes_side_by_side_replace_a_broken_producer_once() -> None:
+    # The parts of a batch write side by side: both see the producer fail for good.
+    broken = ScriptedProducer([OutOfOrderSequenceNumber()] * 100)
+    fresh = ScriptedProducer()
+    made = [broken, fresh]
+    w = AcknowledgedWriter(lambda: made.pop(0), stopping=asyncio.Event(), max_delay=0.01)
+    await asyncio.gather(w.write(writes(2)), w.write(writes(3)))
+    assert w.producer is fresh and made == []  # one replacement, not two
+    assert sorted(k for _, k in fresh.sent) == sorted([b"k0", b"k1", b"k0", b"k1", b"k2"])
+
+
 async def test_a_write_that_can_never_succeed_stops_instead_of_stalling() -> None:
     from aiokafka.errors import MessageSizeTooLargeError
 
@@ -229,3 +240,11 @@ async def test_a_transactional_send_that_failed_aborts_instead_of_committing() -
     with pytest.raises(KafkaTimeoutError):
         await w.commit({SOURCE: 2})
     assert "commit" not in producer.calls and "abort" in producer.calls
+
+
+async def test_transactional_writes_side_by_side_begin_each_transaction_once() -> None:
+    producer = ScriptedTransactionalProducer(capacity=10)
+    w = transactional(producer)
+    await asyncio.gather(w.write(sourced(2)), w.write(sourced(3)), w.write(sourced(1)))
+    await w.commit({SOURCE: 6})
+    assert producer.calls == ["begin", "offsets [6]", "commit"]
