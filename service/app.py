@@ -177,6 +177,7 @@ class FallbackService:
             "owns their fallbackId arrive on the repartition topic.",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             isolation_level=(
                 "read_committed"
                 if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE

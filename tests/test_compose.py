@@ -31,3 +31,10 @@ async def test_defaults_are_the_kafka_sink_on_the_at_least_once_writer() -> None
     # The processor reads the live table dicts, so table updates reach it without copying.
     assert service.processor.channels is service.channels.entries
     assert service.processor.sender_numbers is service.sender_numbers.entries
+
+
+async def test_the_consumer_gets_the_fetch_wait_setting() -> None:
+    # A fetch held for quiet partitions delays records arriving on the others (issue 13).
+    service = build_service(load_settings(kafka_fetch_max_wait_ms=75))
+    assert service.subscriber._connection_args["fetch_max_wait_ms"] == 75
+    assert load_settings().kafka_fetch_max_wait_ms == 50
