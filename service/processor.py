@@ -95,12 +95,9 @@ class Batch:
     marked: list[tuple[int, str]] = field(default_factory=list)
     owners: dict[str, int] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    # The parts a pipelined batch was written in (their markers are known once written).
-    parts: list[Batch] = field(default_factory=list)
 
     def absorb(self, part: Batch) -> None:
         """Take in what a later part of the same batch decided (its writes stay with it)."""
-        self.parts.append(part)
         self.deliveries += part.deliveries
         self.routed += part.routed
         self.decisions += part.decisions
@@ -292,7 +289,7 @@ class Processor:
         await self.requested.catch_up()
         now = self.clock()
         held: Held | None = None
-        if self.sink.delivers:
+        if self.sink.delivers or len(records) <= PART_RECORDS:
             batch = self.convert(records, now)
             if batch.deliveries:
                 await self.sink.deliver(batch.deliveries)
@@ -310,22 +307,17 @@ class Processor:
             raise held
 
     async def _pipelined(self, records: Sequence[ConsumerRecord], now: datetime) -> Batch:
-        """Convert the batch a part at a time, each part's steps running while the next part
-        converts; the whole batch, once every part is written.
+        """Convert a batch of more than PART_RECORDS a part at a time, each part's steps running
+        while the next part converts; the whole batch, once every part is written.
 
         The conversion is most of the CPU, and each step waits for a round trip to the broker:
         overlapped, a batch costs about its conversion instead of both. A part's step starts
         once the part before has finished the same step, so every output topic receives the
         parts in input order, retries included; a failure stops the parts after it.
         """
-        if len(records) <= PART_RECORDS:
-            batch = self.convert(records, now)
-            if batch.deliveries:
-                await self.sink.deliver(batch.deliveries)
-            await self._write(batch, now)
-            return batch
         pending: set[str] = set()
         whole = Batch()
+        parts: list[Batch] = []
         chained: list[asyncio.Task[None]] = []
         before: list[asyncio.Future[None]] | None = None
         gates: list[asyncio.Future[None]] = []
@@ -334,6 +326,7 @@ class Processor:
             for first in range(0, len(records), PART_RECORDS):
                 part = self.convert(records[first : first + PART_RECORDS], now, pending)
                 whole.absorb(part)
+                parts.append(part)
                 mine = [loop.create_future() for _ in range(3)]
                 gates += mine
                 chained.append(asyncio.create_task(self._write_part(part, now, before, mine)))
@@ -353,7 +346,7 @@ class Processor:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        for part in whole.parts:
+        for part in parts:  # a part knows its markers once written
             whole.marked += part.marked
         return whole
 

@@ -284,15 +284,13 @@ async def send_batched(
             await submit(slot)
     except Exception as exc:  # refused at once: counts like a failed ack from there on
         error = exc
+    # Without an error every write's batch went out: the futures cover all the writes.
     futures: list[asyncio.Future[Any]] = []
     for number in batch_of:
-        future = submitted.get(number)
-        if future is None:
-            return futures, len(futures), error
-        futures.append(future)
-    if error is not None:
-        return futures, len(futures), error
-    return futures, len(writes), None
+        if number not in submitted:
+            break
+        futures.append(submitted[number])
+    return futures, len(futures), error
 
 
 async def _partition_of(
