@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.kafka import keyed_partition
+from tests.kafka_helpers import Topics
 
 BIN = Path(sys.executable).parent
 
@@ -42,6 +43,16 @@ def _status_mb(pid: int | None, field: str) -> float:
         if line.startswith(field):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def service_env(topics: Topics, bootstrap: str, port: int, **extra: str) -> dict[str, str]:
+    """What the benchmarks set for `fallback-service run`: the topics, the group and the HTTP
+    port; no advertising quiet hours (every run converts the same mix, whatever the hour); the
+    test suite's 2 s group session (Tansu forms a group in about half of it). The rest, batch
+    size and wait included, is the default."""
+    env = topics.env(bootstrap, FALLBACK_HTTP_PORT=str(port), **extra)
+    env.pop("FALLBACK_BATCH_TIMEOUT_MS")
+    return env
 
 
 def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

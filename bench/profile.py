@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import workload
-from harness import BIN, preload, start_service, stop, wait_ready
+from harness import BIN, preload, service_env, start_service, stop, wait_ready
 
 from service.dev.broker import free_port, start_broker
 from tests.kafka_helpers import Topics, create_topics, seed
@@ -57,12 +57,10 @@ async def main(options: argparse.Namespace) -> None:
         await seed(broker.bootstrap, topics)
         count = await preload(broker.bootstrap, topics.input, workload.events(options.events))
         port = free_port()
-        env = topics.env(broker.bootstrap, FALLBACK_HTTP_PORT=str(port))
-        env.pop("FALLBACK_BATCH_TIMEOUT_MS")
-        env.update(options.env)
+        env = service_env(topics, broker.bootstrap, port, **options.env)
         log = Path(tempfile.gettempdir()) / "profile_service.log"
-        # Paused on the input until py-spy is attached: the whole drain is sampled.
-        process = start_service(env | {"FALLBACK_INPUT_TOPIC": topics.input}, log)
+        # It drains for about ten seconds; py-spy attaches once it is ready and samples less.
+        process = start_service(env, log)
         await wait_ready(port)
         out = Path(tempfile.gettempdir()) / "service.collapsed"
         formats = [("raw", str(out))] + ([("flamegraph", options.svg)] if options.svg else [])

@@ -5,7 +5,8 @@ realistic events (`bench/workload.py`) in a 6-partition topic:
 
 - the ceiling: a bare aiokafka loop in its own process that reads each event and writes two
   records of the service's sizes (request and outcome), acks=all, one commit per batch;
-- the service as users start it (`fallback-service run`, default settings and logging), at
+- the service as users start it (`fallback-service run`, default settings and logging but for
+  the topics, no advertising quiet hours and a 2 s group session: `harness.service_env`), at
   least once and (Apache Kafka) exactly once: events per second from its first output to its
   last, and the ratio to the ceiling measured in the same run;
 - latency at a steady 2,000 events/s, failure event acknowledged → SMS request readable (read
@@ -30,6 +31,7 @@ import platform
 import re
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core_bench
 import workload
-from harness import cpu_seconds, peak_rss_mb, preload, start_service, stop, wait_ready
+from harness import (
+    cpu_seconds,
+    peak_rss_mb,
+    preload,
+    service_env,
+    start_service,
+    stop,
+    wait_ready,
+)
 
 from service.dev.apache_kafka import missing_tools, start_apache_kafka
 from service.dev.broker import free_port, start_broker
@@ -60,6 +70,8 @@ WARM_UP_SECONDS = 3
 # About the size of an outcome event: what the ceiling writes beside a copy of each input.
 OUTCOME_SIZED = b"x" * 330
 LOG = Path(tempfile.gettempdir()) / "service_bench.log"
+# The variables that choose a mode (none for at-least-once).
+ModeEnv = dict[str, str]
 
 
 @dataclass
@@ -170,13 +182,18 @@ async def bare_loop(bootstrap: str, source: str, requests: str, outcomes: str, g
         await producer.stop()
 
 
-def start_bare(bootstrap: str, topics: Topics, group: str) -> Any:
-    import subprocess
-
+def launch(bootstrap: str, topics: Topics, group: str, mode: ModeEnv | None) -> tuple[Any, int]:
+    """The ceiling (`mode` None) or `fallback-service run` in `mode`, and its HTTP port (the
+    ceiling has none: 0)."""
+    if mode is not None:
+        port = free_port()
+        env = service_env(topics, bootstrap, port, FALLBACK_GROUP_ID=group)
+        return start_service(env | mode, LOG), port
     args = ["--bare", bootstrap, topics.input, topics.output, topics.events, group]
-    return subprocess.Popen(
+    bare = subprocess.Popen(
         [sys.executable, __file__, *args], stdout=LOG.open("ab"), stderr=subprocess.STDOUT
     )
+    return bare, 0
 
 
 # --- measuring --------------------------------------------------------------------------
@@ -273,9 +290,6 @@ async def drained(
         await watcher.stop()
 
 
-ModeEnv = dict[str, str]
-
-
 async def throughput(
     bootstrap: str,
     source: str,
@@ -292,19 +306,9 @@ async def throughput(
     topics.input = source
     group = f"bench-{topics.output}"
     started: list[Any] = []
-    ports: list[int] = []
     try:
-        if mode is None:
-            started.append(start_bare(bootstrap, topics, group))
-        else:
-            for _ in range(processes):
-                ports.append(free_port())
-                env = topics.env(
-                    bootstrap, FALLBACK_GROUP_ID=group, FALLBACK_HTTP_PORT=str(ports[-1])
-                )
-                # The service as users start it: only the topics and the mode are set.
-                env.pop("FALLBACK_BATCH_TIMEOUT_MS", None)
-                started.append(start_service(env | mode, LOG))
+        for _ in range(processes if mode is not None else 1):
+            started.append(launch(bootstrap, topics, group, mode)[0])
         drain = await drained(bootstrap, group, source, total, started, within)
         isolation = (
             "read_committed"
@@ -331,13 +335,7 @@ async def latency(bootstrap: str, *, mode: ModeEnv | None) -> Latency:
     await seed(bootstrap, topics)
     group = f"bench-{topics.output}"
     exactly_once = bool(mode and mode.get("FALLBACK_PROCESSING_GUARANTEE") == "exactly-once")
-    if mode is None:
-        process = start_bare(bootstrap, topics, group)
-    else:
-        port = free_port()
-        env = topics.env(bootstrap, FALLBACK_GROUP_ID=group, FALLBACK_HTTP_PORT=str(port))
-        env.pop("FALLBACK_BATCH_TIMEOUT_MS", None)
-        process = start_service(env | mode, LOG)
+    process, port = launch(bootstrap, topics, group, mode)
     acked: dict[bytes, float] = {}
     samples: list[tuple[float, float]] = []  # (acked at, latency s)
     reader = AIOKafkaConsumer(

@@ -1,13 +1,18 @@
-"""Test doubles for the shell's seams: a recording writer, a dedupe state, a scripted producer."""
+"""Test doubles for the shell's seams: a recording writer, a dedupe state, scripted producers,
+and a producer that writes header keys that are not UTF-8."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.producer import message_accumulator
+from aiokafka.producer import producer as producer_module
+from aiokafka.record import default_records
 
 from service.dedupe import DigestSet, PartitionedDedupe
 from service.writer import Write
@@ -185,3 +190,36 @@ class ScriptedTransactionalProducer(ScriptedProducer):
 
     async def abort_transaction(self) -> None:
         self.calls.append("abort")
+
+
+# aiokafka's pure-Python batch builder: it writes a header key with the key's own `encode`.
+PY_BUILDER: Any = getattr(default_records, "_DefaultRecordBatchBuilderPy")  # noqa: B009
+BAD = b"\xff\xfetrace"  # a header key that is not UTF-8
+
+
+class RawKey(str):
+    """A header key that writes bytes that are not UTF-8, as a misbehaving producer would."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> RawKey:
+        made = super().__new__(cls, raw.decode("latin-1"))
+        made.raw = raw
+        return made
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return bytes(self.raw)
+
+
+@contextmanager
+def misbehaving_producer() -> Iterator[None]:
+    """aiokafka's pure-Python batch builder, which lets `RawKey` write its raw bytes."""
+    modules = (message_accumulator, producer_module)
+    originals = [m.DefaultRecordBatchBuilder for m in modules]
+    for module in modules:
+        module.DefaultRecordBatchBuilder = PY_BUILDER
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, originals, strict=True):
+            module.DefaultRecordBatchBuilder = original

@@ -17,6 +17,7 @@ from aiokafka.admin import NewTopic
 
 from service.kafka import admin_client
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
+from tests.fakes import BAD, RawKey, misbehaving_producer
 from tests.kafka_helpers import (
     Broker,
     Topics,
@@ -29,7 +30,6 @@ from tests.kafka_helpers import (
     seed,
     values,
 )
-from tests.test_records import BAD, RawKey, misbehaving_producer
 
 pytestmark = pytest.mark.broker
 

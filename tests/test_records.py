@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.producer import message_accumulator
-from aiokafka.producer import producer as producer_module
-from aiokafka.record import default_records
 from aiokafka.record.memory_records import MemoryRecords
 
 from service.records import TolerantMemoryRecords, header_key_for_output
 from tests.factories import event_dict
+from tests.fakes import BAD, PY_BUILDER, RawKey, misbehaving_producer
 from tests.kafka_helpers import Broker, Topics, create_topics, read, running, seed, values
-
-PY_BUILDER: Any = getattr(default_records, "_DefaultRecordBatchBuilderPy")  # noqa: B009
-BAD = b"\xff\xfetrace"
-
-
-class RawKey(str):
-    """A header key that writes bytes that are not UTF-8, as a misbehaving producer would."""
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawKey:
-        made = super().__new__(cls, raw.decode("latin-1"))
-        made.raw = raw
-        return made
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return bytes(self.raw)
 
 
 def batch(records: list[tuple[bytes, list[tuple[str, bytes]]]], codec: int = 0) -> bytes:
@@ -81,20 +59,6 @@ def test_escaped_keys_are_written_as_text() -> None:
     assert header_key_for_output(key) == "\\xff\\xfetrace"
     assert header_key_for_output("trace-id") == "trace-id"
     assert header_key_for_output("추적") == "추적"
-
-
-@contextmanager
-def misbehaving_producer() -> Iterator[None]:
-    """aiokafka's pure-Python batch builder, which lets `RawKey` write its raw bytes."""
-    modules = (message_accumulator, producer_module)
-    originals = [m.DefaultRecordBatchBuilder for m in modules]
-    for module in modules:
-        module.DefaultRecordBatchBuilder = PY_BUILDER
-    try:
-        yield
-    finally:
-        for module, original in zip(modules, originals, strict=True):
-            module.DefaultRecordBatchBuilder = original
 
 
 @pytest.mark.broker
