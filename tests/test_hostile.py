@@ -182,8 +182,18 @@ async def test_settings_churn_under_load_every_outcome_matches_a_state_that_exis
                 await asyncio.sleep(0.02)
 
     count = 1500
-    async with running(topics.settings(bootstrap, log_outcomes=False)):
+    titles = {state["title"] for state in states}
+    async with running(topics.settings(bootstrap, log_outcomes=False)) as service:
         churner = asyncio.create_task(churn())
+
+        # The events start once the churn has replaced the seeded channel in the service's table:
+        # before that the seeded state is the one that exists, and it is none of the three.
+        def churned() -> bool:
+            channel = service.channels.entries.get(SENDER_KEY)
+            return channel is not None and channel.title in titles
+
+        while not churned():  # noqa: ASYNC110 (polls the service's table)
+            await asyncio.sleep(0.01)
         async with producer(bootstrap) as p:
             for i in range(count):
                 value = event_dict(requestId=f"C{i}", content="가" * 60 + f" {i}")
