@@ -43,8 +43,9 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
     def invalid(table: str, detail: str) -> None:
         metrics.table_invalid.labels(table).inc()
 
-    def size(table: str, entries: int) -> None:
+    def changed(table: str, entries: int, read: int) -> None:
         metrics.table_entries.labels(table).set(entries)
+        metrics.table_records.labels(table).inc(read)
 
     def dedupe_size(states: dict[int, DigestSet]) -> None:
         metrics.dedupe_entries.clear()
@@ -59,7 +60,7 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
             decode_channel,
             options,
             on_invalid=invalid,
-            on_change=size,
+            on_change=changed,
         ),
         sender_numbers=Table(
             "sender_numbers",
@@ -67,7 +68,7 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
             decode_sender_number,
             options,
             on_invalid=invalid,
-            on_change=size,
+            on_change=changed,
         ),
         requested=PartitionedDedupe(
             settings.dedupe_topic_name,

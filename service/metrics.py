@@ -43,6 +43,13 @@ class Metrics:
         self.table_entries = Gauge(
             "fallback_table_entries", "Entries in each table", ["table"], registry=r
         )
+        self.table_records = Counter(
+            "fallback_table_records",
+            "Table records read (changes, deletions and ignored ones): a change an operator "
+            "wrote has reached the service once this counts it",
+            ["table"],
+            registry=r,
+        )
         self.table_invalid = Counter(
             "fallback_table_invalid_records",
             "Table records ignored because they do not validate",

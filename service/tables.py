@@ -47,7 +47,7 @@ class Table(Generic[V]):
         consumer_options: Mapping[str, Any],
         *,
         on_invalid: Callable[[str, str], None] = lambda table, detail: None,
-        on_change: Callable[[str, int], None] = lambda table, size: None,
+        on_change: Callable[[str, int, int], None] = lambda table, size, read: None,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -87,7 +87,9 @@ class Table(Generic[V]):
         self._task = asyncio.create_task(self._follow(consumer, ends), name=f"table-{self.name}")
 
     async def _wait_for_partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
-        # The topic is created by whoever deploys the service: wait for it, saying so.
+        # The topic is created by whoever deploys the service: wait for it, saying so. A new
+        # consumer knows no topic until it has asked, so the first refresh comes before a warning.
+        await refresh_metadata(consumer)
         warned = False
         while True:
             partitions = consumer.partitions_for_topic(self.topic)
@@ -96,8 +98,8 @@ class Table(Generic[V]):
             if not warned:
                 log.warning("table %s: waiting for topic %s to exist", self.name, self.topic)
                 warned = True
-            await refresh_metadata(consumer)
             await asyncio.sleep(0.5)
+            await refresh_metadata(consumer)
 
     async def wait_loaded(self) -> None:
         await self.loaded.wait()
@@ -110,14 +112,16 @@ class Table(Generic[V]):
                 log.error("table %s: reading %s failed, retrying: %s", self.name, self.topic, exc)
                 await asyncio.sleep(1)
                 continue
+            read = 0
             for records in batches.values():
+                read += len(records)
                 for record in records:
                     self._apply(record)
             if not self.loaded.is_set() and await _at_end(consumer, ends):
                 log.info("table %s loaded: %d entries", self.name, len(self.entries))
                 self.loaded.set()
             if batches:
-                self._on_change(self.name, len(self.entries))
+                self._on_change(self.name, len(self.entries), read)
 
     def _apply(self, record: ConsumerRecord) -> None:
         try:

@@ -48,6 +48,18 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) 
     raise AssertionError(f"not ready within {within}s: {seen}")
 
 
+def until_metric(port: int, sample: str, within: float = 20) -> None:
+    """Poll /metrics until it has the line `sample` (name, labels and value)."""
+    deadline = time.monotonic() + within
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        if sample in text.splitlines():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {sample!r} within {within}s")
+
+
 @contextmanager
 def service_process(
     env: dict[str, str], *argv: str, output: Path | None = None

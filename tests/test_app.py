@@ -16,6 +16,7 @@ from service.app import FallbackService
 from service.compose import build_service
 from service.core.models import MAX_EVENT_BYTES, ChannelSettings
 from service.dev.broker import free_port
+from service.tables import Table, decode_channel, decode_sender_number
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
 from tests.kafka_helpers import (
     Broker,
@@ -141,6 +142,26 @@ async def test_tables_load_before_any_event_is_consumed(bootstrap: str, topics: 
     assert service.readiness() == "consumer not running"
 
 
+async def test_a_table_waits_for_its_topic_and_says_so_once(
+    bootstrap: str, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = {"bootstrap_servers": bootstrap}
+    present = Table("channels", topics.channels, decode_channel, options)
+    missing = Table("sender_numbers", topics.senders, decode_sender_number, options)
+    starting = asyncio.create_task(missing.start())
+    await until(lambda: "waiting for topic" in caplog.text)
+    await create_topics(bootstrap, topics, partitions=1)
+    await asyncio.wait_for(starting, 20)
+    await present.start()  # a topic that exists: no warning, even from a new consumer
+    try:
+        await asyncio.wait_for(asyncio.gather(present.wait_loaded(), missing.wait_loaded()), 20)
+    finally:
+        await present.stop()
+        await missing.stop()
+    warnings = [r.getMessage() for r in caplog.records if "waiting for topic" in r.getMessage()]
+    assert warnings == [f"table sender_numbers: waiting for topic {topics.senders} to exist"]
+
+
 async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics) -> None:
     await create_topics(bootstrap, topics, partitions=1)
     await seed(bootstrap, topics, enabled=False)
@@ -172,6 +193,8 @@ async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics)
         assert current is not None and current.enabled
         await put(bootstrap, topics.channels, [(SENDER_KEY, None)])
         await until(lambda: channel() is None)
+        # Every channel record was read: the seed, the change, the invalid one, the tombstone.
+        await until(lambda: sample(service, "fallback_table_records_total", table="channels") == 4)
         assert (await step(5))["reason"] == "channel_not_configured"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from typing import Any
 
 import orjson
@@ -24,7 +23,7 @@ from tests.kafka_helpers import (
     seed,
     values,
 )
-from tests.processes import BIN, service_process, start, wait_ready
+from tests.processes import BIN, service_process, start, until_metric, wait_ready
 
 pytestmark = pytest.mark.broker
 
@@ -183,10 +182,13 @@ def test_a_channel_put_applies_to_the_next_event(
         first = values(asyncio.run(read(bootstrap, topics.events, 1)))
         assert first[0]["reason"] == "fallback_disabled"
         assert cli(capsys, "channels", "put", "sk-mybrand", "--enabled")[0] == 0
-        time.sleep(0.5)  # the service follows the table
+        # The service has the change once it has read the channel topic's second record.
+        until_metric(port, 'fallback_table_records_total{table="channels"} 2.0')
         asyncio.run(put(bootstrap, topics.input, [("R1:2", event_dict(recipientSeq=2))]))
-        second = values(asyncio.run(read(bootstrap, topics.events, 2)))
-    assert second[-1]["status"] == "REQUESTED"
+        # Outcomes are keyed by fallbackId over three partitions: no order between the two.
+        outcomes = values(asyncio.run(read(bootstrap, topics.events, 2)))
+    second = {o["fallbackId"]: o for o in outcomes}
+    assert second["R1:2"]["status"] == "REQUESTED", outcomes
 
 
 def _dead_letter(value: bytes, error: str, offset: int) -> tuple[bytes, bytes, list[Any]]:

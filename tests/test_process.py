@@ -111,6 +111,7 @@ async def test_http_endpoints(bootstrap: str, topics: Topics) -> None:
     assert 'fallback_dead_letters_total{error="invalid_json"} 1.0' in metrics
     assert 'fallback_messages_total{type="SMS"} 1.0' in metrics
     assert 'fallback_table_entries{table="channels"} 1.0' in metrics
+    assert 'fallback_table_records_total{table="channels"} 1.0' in metrics
     assert "fallback_processing_seconds_bucket" in metrics
     assert "faststream_received_messages_total" in metrics
     assert "R1:1 REQUESTED SMS 28B to 010****5678" in log
