@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,6 +27,13 @@ from service.kafka import admin_client
 
 COUNT = 1_000_000
 PARTITIONS = 6
+INPUT = "bench.in"
+# A REQUESTED outcome of the usual size.
+_OUTCOME = (
+    b'{"fallbackId":"20261125-000000000:1","requestId":"20261125-000000000","recipientSeq":1,'
+    b'"senderKey":"sk-mybrand","status":"REQUESTED","reason":null,"type":"SMS","bodyBytes":88,'
+    b'"truncated":false,"replacedChars":0,"processedAt":"2026-11-25T12:00:00.000+09:00"}'
+)
 
 
 async def write_markers(bootstrap: str, topic: str) -> float:
@@ -36,15 +43,15 @@ async def write_markers(bootstrap: str, topic: str) -> float:
     await producer.start()
     began = time.monotonic()
     try:
-        value = PartitionedDedupe.marker("x", "2026-11-25T12:00:00.000+09:00")
         futures = []
         for i in range(COUNT):
             fid = f"20261125-{i:09d}:{i % 5 + 1}"
-            futures.append(
-                await producer.send(
-                    topic, value, key=fid.encode(), partition=owner_partition(fid, PARTITIONS)
-                )
+            owner = owner_partition(fid, PARTITIONS)
+            # As the service writes them: the input record and the outcome inside.
+            value = PartitionedDedupe.marker(
+                fid, "2026-11-25T12:00:00.000+09:00", (INPUT, owner, i), [_OUTCOME]
             )
+            futures.append(await producer.send(topic, value, key=fid.encode(), partition=owner))
             if len(futures) >= 50_000:
                 await asyncio.gather(*futures)
                 futures.clear()
@@ -57,7 +64,9 @@ async def write_markers(bootstrap: str, topic: str) -> float:
 async def restore(bootstrap: str, topic: str, partitions: list[int]) -> PartitionedDedupe:
     dedupe = PartitionedDedupe(topic, {"bootstrap_servers": bootstrap}, retention_seconds=7 * 86400)
     dedupe.start(PARTITIONS)
-    await dedupe.restore(partitions)
+    # The input committed past every marker's record, as after any clean stop: each marker's
+    # source is read and none is kept in flight.
+    await dedupe.restore(partitions, {TopicPartition(INPUT, p): COUNT for p in partitions})
     return dedupe
 
 

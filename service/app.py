@@ -114,8 +114,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         service = self.service
         # Exactly-once: fence the previous owners first, then read where they committed.
         service.floors = await service.writer.assigned(assigned)
-        # The previous owner committed (or was fenced) before this: its markers are final.
-        await service.tables.requested.restore({tp.partition for tp in assigned})
+        # The previous owner committed (or was fenced) before this: its markers are final, and
+        # those of records past the committed offsets were cut short by a crash.
+        committed = await service.committed(assigned)
+        await service.tables.requested.restore({tp.partition for tp in assigned}, committed)
         service.restored.set()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
@@ -198,6 +200,24 @@ class FallbackService:
     @property
     def sender_numbers(self) -> Table[SenderNumberStatus]:
         return self.tables.sender_numbers
+
+    async def committed(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offset of each of `partitions` (None: never committed).
+
+        Empty when the group coordinator cannot say: the restore then keeps no marker in
+        flight, and a record cut short after its marker is SKIPPED `duplicate` (as it was
+        before markers named their records), never sent again.
+        """
+        consumer = self.subscriber.consumer
+        if consumer is None:
+            return {}
+        ordered = sorted(partitions)
+        try:
+            found = await asyncio.gather(*(consumer.committed(tp) for tp in ordered))
+        except KafkaError as exc:
+            log.warning("committed offsets unavailable for the restore: %s", exc)
+            return {}
+        return dict(zip(ordered, found, strict=True))
 
     def readiness(self) -> str | None:
         """None when ready (§10); otherwise what is still missing."""

@@ -76,6 +76,9 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
             {**options, "isolation_level": "read_committed"} if exactly_once else options,
             retention_seconds=settings.dedupe_retention_days * 86400,
             on_change=dedupe_size,
+            # A crash leaves about one batch of markers in flight per partition (a held batch
+            # of the nhn sink, two): room for several.
+            in_flight_limit=max(20_000, 4 * settings.batch_max_records),
         ),
     )
 

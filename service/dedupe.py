@@ -11,6 +11,13 @@ repartition topic to its owner (see `service.processor`).
 
 In memory each partition's markers are a `DigestSet`: 128-bit digests of the fallback ids in
 sorted numpy arrays, 20 bytes a fallback (and a small buffer of recent additions).
+
+A marker also says which input record caused it (`source`, the value's first field, so that a
+restore finds it without parsing JSON) and carries the outcomes written for it. A marker whose
+input record was not committed when its partition was restored belongs to a batch a crash cut
+short, perhaps before its outcomes were written: when that same record comes again, its outcomes
+are written again, unchanged (§7: the event's outcome is REQUESTED, not a `duplicate` of
+itself), and nothing is sent again.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import hashlib
 import logging
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,13 @@ from service.kafka import keyed_partition
 log = logging.getLogger("fallback.dedupe")
 
 _MERGE_EVERY = 4096  # recent additions kept in a dict before they join the sorted arrays
+
+# A marker's value begins with its input record's `topic/partition/offset` (topic names have
+# no `/` and no `"`).
+_SOURCE = b'{"source":"'
+
+# An input record: topic, partition, offset.
+Source = tuple[str, int, int]
 
 
 def owner_partition(fallback_id: str, partitions: int) -> int:
@@ -160,6 +174,7 @@ class PartitionedDedupe:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         on_change: Callable[[dict[int, DigestSet]], None] = lambda states: None,
+        in_flight_limit: int = 20_000,
     ) -> None:
         self.topic = topic
         self.partitions = 0  # the input's partition count, set by `start`
@@ -170,6 +185,14 @@ class PartitionedDedupe:
         self._monotonic = monotonic
         self._on_change = on_change
         self._last_prune = monotonic()
+        # Markers of input records not committed at restore: their fallbackId and outcomes.
+        # A crash leaves about one batch per partition, the last markers of its changelog
+        # partition: a restore looks for them among the last `in_flight_limit` offsets only
+        # (reading every marker's source cost a sixth of the restore). More means offsets were
+        # moved back by hand; those records count as duplicates, as before this was kept.
+        self.in_flight: dict[Source, tuple[str, list[bytes]]] = {}
+        self.in_flight_limit = in_flight_limit
+        self._beyond_limit = 0
 
     def start(self, partitions: int) -> None:
         self.partitions = partitions
@@ -187,6 +210,19 @@ class PartitionedDedupe:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.states.values())
+
+    def outcomes_in_flight(self, source: Source, fallback_id: str) -> list[bytes] | None:
+        """The outcomes of `fallback_id` when its marker was written for this very input
+        record and the record was not committed (a crash cut its batch short), else None."""
+        found = self.in_flight.get(source)
+        if found is None or found[0] != fallback_id:
+            return None
+        return found[1]
+
+    def forget_in_flight(self, sources: Iterable[Source]) -> None:
+        """The records at `sources` are committed now: their outcomes are written."""
+        for source in sources:
+            self.in_flight.pop(source, None)
 
     async def catch_up(self) -> None:
         # Only the owner of a partition writes its markers, and it remembers them as it
@@ -214,12 +250,33 @@ class PartitionedDedupe:
         self._last_prune = self._monotonic()
 
     @staticmethod
-    def marker(fallback_id: str, requested_at: str) -> bytes:
-        """The changelog value of one requested fallback (its key is the fallbackId)."""
-        return orjson.dumps({"fallbackId": fallback_id, "requestedAt": requested_at})
+    def marker(
+        fallback_id: str, requested_at: str, source: Source, outcomes: Sequence[bytes]
+    ) -> bytes:
+        """The changelog value of one requested fallback (its key is the fallbackId): the
+        input record that requested it, when, and the outcomes written for it."""
+        topic, partition, offset = source
+        return orjson.dumps(
+            {
+                "source": f"{topic}/{partition}/{offset}",
+                "fallbackId": fallback_id,
+                "requestedAt": requested_at,
+                "outcomes": [orjson.Fragment(o) for o in outcomes],
+            }
+        )
 
-    async def restore(self, partitions: Iterable[int]) -> None:
-        """Read the markers of `partitions` (changelog up to its end) into memory."""
+    async def restore(
+        self, partitions: Iterable[int], committed: Mapping[TopicPartition, int | None] = {}
+    ) -> None:
+        """Read the markers of `partitions` (changelog up to its end) into memory.
+
+        `committed` are the group's committed offsets of the input records that can have
+        written those markers (partition p of the input and of the repartition topic): a
+        marker of a record at or past its partition's committed offset is kept in flight. A
+        partition without a committed offset (None) has committed nothing: all its markers are.
+        """
+        floors = {(tp.topic, tp.partition): o or 0 for tp, o in committed.items()}
+        self._beyond_limit = 0
         wanted = sorted(set(partitions) - set(self.states))
         if not wanted:
             return
@@ -243,14 +300,19 @@ class PartitionedDedupe:
             stamps = {p: array("I") for p in wanted}
             horizon_ms = (self._wall_clock() - self.retention_seconds) * 1000
             pending = {tp for tp, end in ends.items() if end > 0}
+            # Where each partition's last `in_flight_limit` offsets begin (see `in_flight`).
+            tail = {tp: end - self.in_flight_limit if floors else end for tp, end in ends.items()}
             while pending:
                 batches = await consumer.getmany(*pending, timeout_ms=500, max_records=100_000)
                 for tp, records in batches.items():
                     into, times = digests[tp.partition], stamps[tp.partition]
+                    since = tail[tp]
                     for r in records:
                         if r.key is not None and r.value is not None and r.timestamp >= horizon_ms:
                             into += digest_key(r.key)
                             times.append(r.timestamp // 1000)
+                            if r.offset >= since:
+                                self.note_in_flight(r, floors)
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
@@ -263,6 +325,13 @@ class PartitionedDedupe:
             digests[p] = bytearray()
         self.states.update(states)
         self._on_change(self.states)
+        if self._beyond_limit:
+            log.warning(
+                "%d markers of uncommitted input records beyond the %d kept (offsets moved back "
+                "by hand?): when read again those records count as duplicates",
+                self._beyond_limit,
+                self.in_flight_limit,
+            )
         log.info(
             "restored %d requested fallbacks of partitions %s in %.1fs",
             sum(len(states[p]) for p in wanted),
@@ -270,8 +339,32 @@ class PartitionedDedupe:
             self._monotonic() - began,
         )
 
+    def note_in_flight(self, record: Any, floors: Mapping[tuple[str, int], int]) -> None:
+        """Keep a restored marker's outcomes when its input record is at or past `floors`."""
+        value = record.value
+        if not value.startswith(_SOURCE):
+            return  # written before markers named their input record
+        end = value.find(b'"', len(_SOURCE))
+        topic, partition, offset = value[len(_SOURCE) : end].decode().rsplit("/", 2)
+        floor = floors.get((topic, int(partition)))
+        if floor is None or int(offset) < floor:
+            return
+        if len(self.in_flight) >= self.in_flight_limit:
+            self._beyond_limit += 1
+            return
+        try:
+            outcomes = orjson.loads(value).get("outcomes") or []
+        except (orjson.JSONDecodeError, AttributeError):
+            return  # not a marker this service wrote: the record counts as a duplicate
+        self.in_flight[(topic, int(partition), int(offset))] = (
+            record.key.decode(),
+            [orjson.dumps(o) for o in outcomes],
+        )
+
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget partitions this replica no longer owns."""
-        for p in partitions:
+        gone = set(partitions)
+        for p in gone:
             self.states.pop(p, None)
+        self.in_flight = {s: v for s, v in self.in_flight.items() if s[1] not in gone}
         self._on_change(self.states)

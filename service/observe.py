@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import orjson
 from prometheus_client import Counter
 
-from service.core.models import Outcome
+from service.core.models import Outcome, Status
 from service.core.rules import Decision
 from service.logs import mask_number
 from service.metrics import Metrics, observe_many
@@ -48,6 +49,8 @@ class Observer:
                 _log_outcome(decision)
         for settled in batch.settled:
             self._count(settled)
+        for raw in batch.replayed_outcomes:
+            self._count_replayed(raw)
         for record, malformed in batch.malformed:
             metrics.dead_letters.labels(malformed.error.value).inc()
             dlq_log.warning(
@@ -62,6 +65,19 @@ class Observer:
             metrics.routed.inc(batch.routed)
         metrics.batch_size.observe(records)
         observe_many(metrics.processing, elapsed, records)
+
+    def _count_replayed(self, raw: bytes) -> None:
+        """An outcome written again as it was before a crash: never counted then (a batch is
+        observed after its commit), so counted now."""
+        outcome = orjson.loads(raw)
+        status, reason = outcome["status"], outcome.get("reason") or ""
+        self.metrics.outcomes.labels(status, reason).inc()
+        if status == Status.REQUESTED.value:
+            self.metrics.messages.labels(outcome["type"]).inc()
+            if outcome.get("truncated"):
+                self.metrics.truncations.inc()
+            if outcome.get("replacedChars"):
+                self.metrics.replaced_chars.inc(outcome["replacedChars"])
 
     def _count(self, outcome: Outcome) -> None:
         reason = outcome.reason.value if outcome.reason else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -69,12 +69,26 @@ class Dedupe(Protocol):
 
     def contains(self, partition: int, fallback_id: str) -> bool: ...
 
+    def outcomes_in_flight(
+        self, source: tuple[str, int, int], fallback_id: str
+    ) -> list[bytes] | None:
+        """The outcomes written for `fallback_id` by this very input record before a crash cut
+        its batch short (its marker was written, its offset not committed), else None."""
+        ...
+
+    def forget_in_flight(self, sources: Iterable[tuple[str, int, int]]) -> None: ...
+
     async def catch_up(self) -> None: ...
 
     def remember(self, marked: list[tuple[int, str]], now_ms: int) -> None: ...
 
     @staticmethod
-    def marker(fallback_id: str, requested_at: str) -> bytes: ...
+    def marker(
+        fallback_id: str,
+        requested_at: str,
+        source: tuple[str, int, int],
+        outcomes: Sequence[bytes],
+    ) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -88,6 +102,13 @@ class Batch:
     outcomes: list[Write] = field(default_factory=list)
     # Index in `outcomes` of each REQUESTED outcome → its delivery, for settlement.
     requested_at: dict[int, tuple[Delivery, Outcome]] = field(default_factory=dict)
+    # fallbackId of each delivery → the offset of its input record and its outcome's index.
+    requested_by: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Index in `outcomes` of a REQUESTED outcome → its SENT/FAILED outcome (delivering sinks).
+    settlements: dict[int, Write] = field(default_factory=dict)
+    # Records whose outcomes were written again, as before a crash (`Dedupe.outcomes_in_flight`).
+    replayed: list[tuple[str, int, int]] = field(default_factory=list)
+    replayed_outcomes: list[bytes] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     malformed: list[tuple[ConsumerRecord, Malformed]] = field(default_factory=list)
     settled: list[SettledOutcome] = field(default_factory=list)
@@ -102,6 +123,8 @@ class Batch:
         self.routed += part.routed
         self.decisions += part.decisions
         self.malformed += part.malformed
+        self.replayed += part.replayed
+        self.replayed_outcomes += part.replayed_outcomes
         self.offsets.update(part.offsets)
 
 
@@ -255,6 +278,17 @@ class Processor:
                 batch.routed += 1
                 continue
             batch.owners[fid] = owner
+            if fid not in pending and requested.contains(owner, fid):
+                at = (record.topic, record.partition, record.offset)
+                again = requested.outcomes_in_flight(at, fid)
+                if again is not None:
+                    # This record's own marker, from a batch cut short: its outcomes again.
+                    batch.replayed.append(at)
+                    batch.replayed_outcomes += again
+                    batch.outcomes += [
+                        Write(events_topic, fid.encode(), o, source=source) for o in again
+                    ]
+                    continue
             decision = decide(
                 event,
                 channels.get(event.senderKey),
@@ -269,6 +303,7 @@ class Processor:
                 delivery = Delivery(decision.request, source)
                 batch.deliveries.append(delivery)
                 batch.requested_at[len(batch.outcomes)] = (delivery, decision.outcome)
+                batch.requested_by[fid] = (record.offset, len(batch.outcomes))
             batch.outcomes.append(
                 Write(events_topic, fid.encode(), to_json(decision.outcome), source=source)
             )
@@ -301,6 +336,8 @@ class Processor:
         await self.writer.commit(batch.offsets)
         # Only now are the markers final (in exactly-once mode they were part of a transaction).
         self.requested.remember(batch.marked, _ms(now))
+        if batch.replayed:
+            self.requested.forget_in_flight(batch.replayed)
         done = len(records) - (held.held if held is not None else 0)
         self.observer.observe(batch, done, time.monotonic() - started)
         if held is not None:
@@ -428,41 +465,59 @@ class Processor:
     async def _mark(self, batch: Batch, now: datetime) -> None:
         """The "requested" markers of the batch's requested fallbacks (at their owners), with
         the dead letters and forwarded events: neither depends on the other, so one round
-        trip acknowledges both."""
+        trip acknowledges both.
+
+        A marker names its input record and carries the outcomes about to be written for it,
+        so that a crash before they are cannot leave the event without them (`service.dedupe`).
+        """
+        self._settle(batch)
         stamp = timestamp(now)
         requested = [d for d in batch.deliveries if counts_as_requested(d.answer)]
         topic = self.requested.topic
         owners = batch.owners
-        markers = [
-            Write(
-                topic,
-                d.request.fallbackId.encode(),
-                self.requested.marker(d.request.fallbackId, stamp),
-                source=d.source,
-                partition=owners[d.request.fallbackId],
+        markers = []
+        for d in requested:
+            fid = d.request.fallbackId
+            offset, index = batch.requested_by[fid]
+            outcomes = [batch.outcomes[index].value or b""]
+            settled = batch.settlements.get(index)
+            if settled is not None:
+                outcomes.append(settled.value or b"")
+            value = self.requested.marker(
+                fid, stamp, (d.source.topic, d.source.partition, offset), outcomes
             )
-            for d in requested
-        ]
+            markers.append(Write(topic, fid.encode(), value, [], d.source, owners[fid]))
         if markers or batch.dead_letters:
             await self.writer.write(markers + batch.dead_letters)
         batch.marked = [(owners[d.request.fallbackId], d.request.fallbackId) for d in requested]
 
-    def _with_settlements(self, batch: Batch) -> list[Write]:
-        """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""
-        if not any(d.answer is not None for d, _ in batch.requested_at.values()):
-            return batch.outcomes
+    def _settle(self, batch: Batch) -> None:
+        """The SENT/FAILED outcome of each request a delivering sink answered (§7)."""
+        answered = [(i, d, o) for i, (d, o) in batch.requested_at.items() if d.answer is not None]
+        if not answered or batch.settlements:
+            return
         settled_at = timestamp(self.clock())
-        outcomes: list[Write] = []
-        for index, write in enumerate(batch.outcomes):
-            outcomes.append(write)
-            found = batch.requested_at.get(index)
-            if found is None or found[0].answer is None:
-                continue
-            delivery, outcome = found
+        for index, delivery, outcome in answered:
             assert delivery.answer is not None
             settled = settle(outcome, delivery.answer, settled_at)
             batch.settled.append(settled)
-            outcomes.append(Write(write.topic, write.key, to_json(settled), source=write.source))
+            batch.settlements[index] = Write(
+                self.events_topic,
+                outcome.fallbackId.encode(),
+                to_json(settled),
+                source=delivery.source,
+            )
+
+    def _with_settlements(self, batch: Batch) -> list[Write]:
+        """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""
+        if not batch.settlements:
+            return batch.outcomes
+        outcomes: list[Write] = []
+        for index, write in enumerate(batch.outcomes):
+            outcomes.append(write)
+            settled = batch.settlements.get(index)
+            if settled is not None:
+                outcomes.append(settled)
         return outcomes
 
 

@@ -4,7 +4,7 @@ and a producer that writes header keys that are not UTF-8."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ from aiokafka.record import default_records
 
 from service.dedupe import DigestSet, PartitionedDedupe
 from service.writer import Write
+from tests.factories import record
 
 
 class RecordingWriter:
@@ -77,6 +78,16 @@ class MemoryDedupe(PartitionedDedupe):
 
     async def catch_up(self) -> None:
         self.catch_ups += 1
+
+    def restore_from(
+        self, markers: Sequence[Write], committed: Mapping[tuple[str, int], int]
+    ) -> None:
+        """What `restore` makes of `markers` (as a restarted replica reads them), given the
+        input offsets the group had `committed`."""
+        for m in markers:
+            fid = (m.key or b"").decode()
+            self.states[self.owner(fid)].add(fid, 1)
+            self.note_in_flight(record(m.value, key=m.key, headers=tuple(m.headers)), committed)
 
 
 @dataclass

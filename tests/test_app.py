@@ -7,14 +7,16 @@ import signal
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from service.app import FallbackService
 from service.compose import build_service
 from service.core.models import MAX_EVENT_BYTES, ChannelSettings
+from service.dedupe import PartitionedDedupe
 from service.dev.broker import free_port
 from service.tables import Table, decode_channel, decode_sender_number
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
@@ -160,6 +162,43 @@ async def test_a_table_waits_for_its_topic_and_says_so_once(
         await missing.stop()
     warnings = [r.getMessage() for r in caplog.records if "waiting for topic" in r.getMessage()]
     assert warnings == [f"table sender_numbers: waiting for topic {topics.senders} to exist"]
+
+
+async def test_a_restore_keeps_the_markers_of_uncommitted_records_in_its_last_offsets(
+    bootstrap: str, topics: Topics
+) -> None:
+    await create_topics(bootstrap, topics, partitions=1)
+    changelog = topics.settings(bootstrap).dedupe_topic_name
+    outcome = b'{"fallbackId":"R25:1","status":"REQUESTED"}'
+    stamp = "2026-11-26T10:00:00.000+09:00"
+    markers: list[tuple[bytes | str | None, Any]] = [
+        (f"R{i}:1", PartitionedDedupe.marker(f"R{i}:1", stamp, (topics.input, 0, i), [outcome]))
+        for i in range(30)
+    ]
+    # Offset 30: a marker written before markers named their input record.
+    markers.append(("old:1", orjson.dumps({"fallbackId": "old:1", "requestedAt": stamp})))
+    await put(bootstrap, changelog, markers)
+
+    async def restored(committed: int | None) -> PartitionedDedupe:
+        dedupe = PartitionedDedupe(
+            changelog, {"bootstrap_servers": bootstrap}, retention_seconds=86400, in_flight_limit=10
+        )
+        dedupe.start(1)
+        await dedupe.restore([0], {TopicPartition(topics.input, 0): committed})
+        assert len(dedupe) == 31
+        return dedupe
+
+    # Only the last 10 offsets (21-30) are looked at: a crash leaves a batch at the end.
+    dedupe = await restored(5)
+    assert sorted(offset for _, _, offset in dedupe.in_flight) == list(range(21, 30))
+    assert dedupe.outcomes_in_flight((topics.input, 0, 25), "R25:1") == [outcome]
+    assert dedupe.outcomes_in_flight((topics.input, 0, 25), "R24:1") is None
+    dedupe = await restored(25)
+    assert sorted(offset for _, _, offset in dedupe.in_flight) == list(range(25, 30))
+    assert (await restored(None)).in_flight.keys() == dedupe.in_flight.keys() | {
+        (topics.input, 0, offset) for offset in range(21, 25)
+    }
+    assert (await restored(31)).in_flight == {}
 
 
 async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics) -> None:

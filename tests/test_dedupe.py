@@ -127,8 +127,14 @@ def test_a_fallback_of_a_partition_not_owned_here_is_not_known_here() -> None:
 def test_marker_value() -> None:
     import orjson
 
-    value = PartitionedDedupe.marker("R1:1", "2026-11-25T12:00:00.000+09:00")
+    outcome = b'{"fallbackId":"R1:1","status":"REQUESTED","reason":null}'
+    value = PartitionedDedupe.marker(
+        "R1:1", "2026-11-25T12:00:00.000+09:00", ("in", 2, 41), [outcome]
+    )
     assert orjson.loads(value) == {
+        "source": "in/2/41",
         "fallbackId": "R1:1",
         "requestedAt": "2026-11-25T12:00:00.000+09:00",
+        "outcomes": [orjson.loads(outcome)],
     }
+    assert value.startswith(b'{"source":"in/2/41"')  # a restore reads it without parsing

@@ -42,16 +42,47 @@ async def test_killed_between_publish_and_commit(bootstrap: str, topics: Topics)
     assert values(await read(bootstrap, topics.events, 1))[0]["status"] == "REQUESTED"
     group = env["FALLBACK_GROUP_ID"]
     assert (await committed(bootstrap, group, topics.input))[0] is None
-    # After restart the event comes back: it gets an outcome again, but no second SMS.
+    # After restart the event comes back: its outcome is written again, unchanged (the marker
+    # names this very record), and no second SMS is requested.
     async with running(topics.settings(bootstrap)):
-        outcomes = values(await read(bootstrap, topics.events, 2))
+        outcomes = await read(bootstrap, topics.events, 2)
         await asyncio.sleep(0.5)
-    assert [(o["status"], o["reason"]) for o in outcomes] == [
-        ("REQUESTED", None),
-        ("SKIPPED", "duplicate"),
-    ]
+    assert len(outcomes) == 2 and outcomes[0].value == outcomes[1].value
+    assert values(outcomes)[0]["status"] == "REQUESTED"
     assert len(await read_all(bootstrap, topics.output)) == 1
     assert (await committed(bootstrap, group, topics.input))[0] == 1
+    # Re-published later under another key, the same fallback is a duplicate as ever.
+    async with running(topics.settings(bootstrap)):
+        await put(bootstrap, topics.input, [("again", event_dict())])
+        outcomes = await read(bootstrap, topics.events, 3)
+    assert [(o["status"], o["reason"]) for o in values(outcomes)][2] == ("SKIPPED", "duplicate")
+    assert len(await read_all(bootstrap, topics.output)) == 1
+
+
+async def test_killed_between_markers_and_outcomes(bootstrap: str, topics: Topics) -> None:
+    """§7: the event's one outcome is REQUESTED, though a crash left its marker without it."""
+    await create_topics(bootstrap, topics, partitions=1)
+    await seed(bootstrap, topics)
+    port = free_port()
+    env = topics.env(bootstrap, FALLBACK_HTTP_PORT=str(port))
+    # Both events wait before the service starts, so that they make one batch.
+    await put(
+        bootstrap, topics.input, [("R1:1", event_dict()), ("R1:2", event_dict(recipientSeq=2))]
+    )
+    with service_process(env, sys.executable, str(PROGRAMS / "crash_after_markers.py")) as p:
+        assert await asyncio.to_thread(p.wait, 30) == -signal.SIGKILL
+    # The requests and the markers were acknowledged; no outcome was written, nothing committed.
+    assert len(await read(bootstrap, topics.output, 2)) == 2
+    assert await read_all(bootstrap, topics.events, settle=0.5) == []
+    assert (await committed(bootstrap, env["FALLBACK_GROUP_ID"], topics.input))[0] is None
+    async with running(topics.settings(bootstrap)):
+        await read(bootstrap, topics.events, 2)
+        outcomes = values(await read_all(bootstrap, topics.events, settle=0.5))
+    assert sorted((o["fallbackId"], o["status"], o["reason"]) for o in outcomes) == [
+        ("R1:1", "REQUESTED", None),
+        ("R1:2", "REQUESTED", None),
+    ]
+    assert len(await read_all(bootstrap, topics.output)) == 2  # nothing sent again
 
 
 async def test_graceful_stop_on_sigterm(bootstrap: str, topics: Topics) -> None:
