@@ -34,6 +34,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from service.core.models import outcome_without_event
 from service.kafka import keyed_partition
 
 log = logging.getLogger("fallback.dedupe")
@@ -213,7 +214,8 @@ class PartitionedDedupe:
 
     def outcomes_in_flight(self, source: Source, fallback_id: str) -> list[bytes] | None:
         """The outcomes of `fallback_id` when its marker was written for this very input
-        record and the record was not committed (a crash cut its batch short), else None."""
+        record and the record was not committed (a crash cut its batch short), else None;
+        without the event's fields (`service.core.models.outcome_with_event` adds them)."""
         found = self.in_flight.get(source)
         if found is None or found[0] != fallback_id:
             return None
@@ -261,7 +263,8 @@ class PartitionedDedupe:
                 "source": f"{topic}/{partition}/{offset}",
                 "fallbackId": fallback_id,
                 "requestedAt": requested_at,
-                "outcomes": [orjson.Fragment(o) for o in outcomes],
+                # Less what the event itself gives: markers are read on every restore.
+                "outcomes": [orjson.Fragment(outcome_without_event(o)) for o in outcomes],
             }
         )
 

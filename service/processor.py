@@ -28,6 +28,7 @@ from service.core.models import (
     Malformed,
     Outcome,
     SenderNumberStatus,
+    outcome_with_event,
     parse_failure_event,
     to_json,
 )
@@ -73,7 +74,8 @@ class Dedupe(Protocol):
         self, source: tuple[str, int, int], fallback_id: str
     ) -> list[bytes] | None:
         """The outcomes written for `fallback_id` by this very input record before a crash cut
-        its batch short (its marker was written, its offset not committed), else None."""
+        its batch short (its marker was written, its offset not committed), else None; less
+        the event's own fields (`outcome_with_event`)."""
         ...
 
     def forget_in_flight(self, sources: Iterable[tuple[str, int, int]]) -> None: ...
@@ -283,10 +285,11 @@ class Processor:
                 again = requested.outcomes_in_flight(at, fid)
                 if again is not None:
                     # This record's own marker, from a batch cut short: its outcomes again.
+                    outcomes = [outcome_with_event(rest, event) for rest in again]
                     batch.replayed.append(at)
-                    batch.replayed_outcomes += again
+                    batch.replayed_outcomes += outcomes
                     batch.outcomes += [
-                        Write(events_topic, fid.encode(), o, source=source) for o in again
+                        Write(events_topic, fid.encode(), o, source=source) for o in outcomes
                     ]
                     continue
             decision = decide(

@@ -191,7 +191,8 @@ async def test_a_restore_keeps_the_markers_of_uncommitted_records_in_its_last_of
     # Only the last 10 offsets (21-30) are looked at: a crash leaves a batch at the end.
     dedupe = await restored(5)
     assert sorted(offset for _, _, offset in dedupe.in_flight) == list(range(21, 30))
-    assert dedupe.outcomes_in_flight((topics.input, 0, 25), "R25:1") == [outcome]
+    # Kept less the event's own fields, which the record read again gives back.
+    assert dedupe.outcomes_in_flight((topics.input, 0, 25), "R25:1") == [b'{"status":"REQUESTED"}']
     assert dedupe.outcomes_in_flight((topics.input, 0, 25), "R24:1") is None
     dedupe = await restored(25)
     assert sorted(offset for _, _, offset in dedupe.in_flight) == list(range(25, 30))

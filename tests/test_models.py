@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from service.core.models import (
     MAX_EVENT_BYTES,
@@ -15,10 +17,15 @@ from service.core.models import (
     Malformed,
     MessageKind,
     SenderNumber,
+    outcome_with_event,
+    outcome_without_event,
     parse_failure_event,
+    to_json,
     truncate_detail,
 )
-from tests.factories import event_dict
+from service.core.rules import Policy, decide
+from service.core.settle import ProviderAnswer, settle
+from tests.factories import NOON_KST, REGISTRY, channel, event_dict
 
 
 def classify(value: bytes | None) -> DeadLetterError | None:
@@ -172,3 +179,38 @@ def test_sender_number() -> None:
         SenderNumber.model_validate({"status": "active"})
     with pytest.raises(ValueError):
         SenderNumber.model_validate({})
+
+
+@settings(max_examples=300)
+@given(
+    request_id=st.text(min_size=1, max_size=64).filter(lambda s: s.strip() == s and s != ""),
+    seq=st.integers(min_value=1, max_value=10**9),
+    sender_key=st.text(min_size=1, max_size=64).filter(lambda s: s.strip() == s and s != ""),
+    sent=st.booleans(),
+    message=st.text(max_size=80),
+)
+def test_a_marker_keeps_an_outcome_without_the_events_fields_and_gives_it_back_exactly(
+    request_id: str, seq: int, sender_key: str, sent: bool, message: str
+) -> None:
+    event = parse_failure_event(
+        orjson.dumps(event_dict(requestId=request_id, recipientSeq=seq, senderKey=sender_key))
+    )
+    assume(isinstance(event, FailureEvent))
+    assert isinstance(event, FailureEvent)
+    decision = decide(
+        event,
+        channel(),
+        REGISTRY,
+        already_requested=False,
+        now=NOON_KST,
+        policy=Policy(quiet_hours=None),
+    )
+    answer = ProviderAnswer("nhn", sent, "20261125-1" if sent else None, 0, message)
+    for outcome in (
+        decision.outcome,
+        settle(decision.outcome, answer, "2026-11-25T12:00:00+09:00"),
+    ):
+        raw = to_json(outcome)
+        rest = outcome_without_event(raw)
+        assert b"fallbackId" not in rest and orjson.loads(rest)["status"] == outcome.status
+        assert outcome_with_event(rest, event) == raw

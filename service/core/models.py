@@ -311,6 +311,28 @@ def to_json(value: SmsRequest | Outcome) -> bytes:
     return orjson.dumps(value)
 
 
+# Where an outcome's fields after the event's own (fallbackId, requestId, recipientSeq,
+# senderKey) begin: a quote inside a JSON string is escaped, so the first match is the key.
+_AFTER_IDENTITY = b',"status":'
+
+
+def outcome_without_event(outcome: bytes) -> bytes:
+    """An outcome's JSON less the fields its failure event gives (the first four): what a
+    dedupe marker keeps of it. `outcome_with_event` makes the same bytes again."""
+    return b"{" + outcome[outcome.index(_AFTER_IDENTITY) + 1 :]
+
+
+def outcome_with_event(rest: bytes, event: FailureEvent) -> bytes:
+    """The outcome `outcome_without_event` made `rest` of, for the same event, byte for byte."""
+    identity = {
+        "fallbackId": event.fallback_id,
+        "requestId": event.requestId,
+        "recipientSeq": event.recipientSeq,
+        "senderKey": event.senderKey,
+    }
+    return orjson.dumps({**identity, **orjson.loads(rest)})
+
+
 class Malformed(BaseModel):
     """Why an input record cannot be an event; it goes to the DLQ unchanged (§8)."""
 
