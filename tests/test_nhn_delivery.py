@@ -103,6 +103,11 @@ async def test_an_outage_pauses_the_input_and_everything_is_delivered_after(
             assert time.monotonic() < deadline, service.readiness()
             await asyncio.sleep(0.05)
         assert service.metrics.nhn_breaker_open._value.get() == 1
+        # The breaker opens during a batch's deliveries; the batch then commits what settled
+        # (nothing: offset 0) and is held. From then on the committed offset must stay.
+        while service.metrics.sink_held._value.get() == 0:
+            assert time.monotonic() < deadline, "no batch was held"
+            await asyncio.sleep(0.05)
         # While open: no event is taken (the committed offset stays), only probes reach the API.
         before = len(nhn_server.received)
         offset = (await committed(bootstrap, group, topics.input))[0]
