@@ -115,8 +115,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # Exactly-once: fence the previous owners first, then read where they committed.
         service.floors = await service.writer.assigned(assigned)
         # The previous owner committed (or was fenced) before this: its markers are final, and
-        # those of records past the committed offsets were cut short by a crash.
-        committed = await service.committed(assigned)
+        # (at-least-once) those of records past the committed offsets were cut short by a
+        # crash. Exactly-once reads no such marker: it was in an aborted transaction.
+        exactly_once = service.settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+        committed = {} if exactly_once else await service.committed(assigned)
         await service.tables.requested.restore({tp.partition for tp in assigned}, committed)
         service.restored.set()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))

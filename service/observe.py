@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import orjson
 from prometheus_client import Counter
 
-from service.core.models import Outcome, Status
+from service.core.models import OUTCOME, MessageKind, Outcome, Status
 from service.core.rules import Decision
 from service.logs import mask_number
 from service.metrics import Metrics, observe_many
@@ -40,11 +39,7 @@ class Observer:
             self._count(decision.outcome)
             request = decision.request
             if request is not None:
-                metrics.messages.labels(request.type.value).inc()
-                if request.truncated:
-                    metrics.truncations.inc()
-                if request.replacedChars:
-                    metrics.replaced_chars.inc(request.replacedChars)
+                self._count_message(request.type, request.truncated, request.replacedChars)
             if log_them:
                 _log_outcome(decision)
         for settled in batch.settled:
@@ -69,15 +64,18 @@ class Observer:
     def _count_replayed(self, raw: bytes) -> None:
         """An outcome written again as it was before a crash: never counted then (a batch is
         observed after its commit), so counted now."""
-        outcome = orjson.loads(raw)
-        status, reason = outcome["status"], outcome.get("reason") or ""
-        self.metrics.outcomes.labels(status, reason).inc()
-        if status == Status.REQUESTED.value:
-            self.metrics.messages.labels(outcome["type"]).inc()
-            if outcome.get("truncated"):
-                self.metrics.truncations.inc()
-            if outcome.get("replacedChars"):
-                self.metrics.replaced_chars.inc(outcome["replacedChars"])
+        outcome = OUTCOME.validate_json(raw)
+        self._count(outcome)
+        if outcome.status is Status.REQUESTED and outcome.type is not None:
+            self._count_message(outcome.type, outcome.truncated, outcome.replacedChars)
+
+    def _count_message(self, kind: MessageKind, truncated: bool, replaced_chars: int) -> None:
+        metrics = self.metrics
+        metrics.messages.labels(kind.value).inc()
+        if truncated:
+            metrics.truncations.inc()
+        if replaced_chars:
+            metrics.replaced_chars.inc(replaced_chars)
 
     def _count(self, outcome: Outcome) -> None:
         reason = outcome.reason.value if outcome.reason else ""

@@ -102,10 +102,9 @@ class Batch:
     dead_letters: list[Write] = field(default_factory=list)
     routed: int = 0
     outcomes: list[Write] = field(default_factory=list)
-    # Index in `outcomes` of each REQUESTED outcome → its delivery, for settlement.
-    requested_at: dict[int, tuple[Delivery, Outcome]] = field(default_factory=dict)
-    # fallbackId of each delivery → the offset of its input record and its outcome's index.
-    requested_by: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Index in `outcomes` of each REQUESTED outcome → its delivery (for settlement), the
+    # outcome, and its input record's offset (for the marker).
+    requested_at: dict[int, tuple[Delivery, Outcome, int]] = field(default_factory=dict)
     # Index in `outcomes` of a REQUESTED outcome → its SENT/FAILED outcome (delivering sinks).
     settlements: dict[int, Write] = field(default_factory=dict)
     # Records whose outcomes were written again, as before a crash (`Dedupe.outcomes_in_flight`).
@@ -305,8 +304,11 @@ class Processor:
                 pending.add(fid)
                 delivery = Delivery(decision.request, source)
                 batch.deliveries.append(delivery)
-                batch.requested_at[len(batch.outcomes)] = (delivery, decision.outcome)
-                batch.requested_by[fid] = (record.offset, len(batch.outcomes))
+                batch.requested_at[len(batch.outcomes)] = (
+                    delivery,
+                    decision.outcome,
+                    record.offset,
+                )
             batch.outcomes.append(
                 Write(events_topic, fid.encode(), to_json(decision.outcome), source=source)
             )
@@ -475,13 +477,16 @@ class Processor:
         """
         self._settle(batch)
         stamp = timestamp(now)
-        requested = [d for d in batch.deliveries if counts_as_requested(d.answer)]
+        requested = [
+            (index, d, offset)
+            for index, (d, _, offset) in batch.requested_at.items()
+            if counts_as_requested(d.answer)
+        ]
         topic = self.requested.topic
         owners = batch.owners
         markers = []
-        for d in requested:
+        for index, d, offset in requested:
             fid = d.request.fallbackId
-            offset, index = batch.requested_by[fid]
             outcomes = [batch.outcomes[index].value or b""]
             settled = batch.settlements.get(index)
             if settled is not None:
@@ -492,12 +497,16 @@ class Processor:
             markers.append(Write(topic, fid.encode(), value, [], d.source, owners[fid]))
         if markers or batch.dead_letters:
             await self.writer.write(markers + batch.dead_letters)
-        batch.marked = [(owners[d.request.fallbackId], d.request.fallbackId) for d in requested]
+        batch.marked = [
+            (owners[d.request.fallbackId], d.request.fallbackId) for _, d, _ in requested
+        ]
 
     def _settle(self, batch: Batch) -> None:
         """The SENT/FAILED outcome of each request a delivering sink answered (§7)."""
-        answered = [(i, d, o) for i, (d, o) in batch.requested_at.items() if d.answer is not None]
-        if not answered or batch.settlements:
+        answered = [
+            (i, d, o) for i, (d, o, _) in batch.requested_at.items() if d.answer is not None
+        ]
+        if not answered:
             return
         settled_at = timestamp(self.clock())
         for index, delivery, outcome in answered:

@@ -51,7 +51,6 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) 
 def until_metric(port: int, sample: str, within: float = 20) -> None:
     """Poll /metrics until it has the line `sample` (name, labels and value)."""
     deadline = time.monotonic() + within
-    text = ""
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
         if sample in text.splitlines():
