@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import rss_mb
 
 from service.config import load_settings
-from service.dedupe import PartitionedDedupe, owner_partition
 from service.dev.apache_kafka import on_each_broker
-from service.kafka import admin_client
+from service.kafka.admin import admin_client
+from service.state.dedupe import PartitionedDedupe, owner_partition
 
 COUNT = 1_000_000
 PARTITIONS = 6

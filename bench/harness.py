@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.kafka import keyed_partition
+from service.kafka.options import keyed_partition
 from tests.kafka_helpers import Topics
 
 BIN = Path(sys.executable).parent

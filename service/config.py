@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     """Channel settings (§3), compacted, keyed by senderKey."""
     sender_numbers_topic: str = Field("fallback.sender-numbers", min_length=1)
     """Sender-number registry (§4), compacted, keyed by the number's digits."""
+    results_topic: str = Field("sms.send.results", min_length=1)
+    """Delivery results of SMS requests (§11), keyed by fallbackId; created by `topics create`
+    (read once delivery results are turned on)."""
+    audit_topic: str = Field("fallback.audit", min_length=1)
+    """Every change an operator made through the CLI (§10), keyed by the changed table's key."""
     dedupe_topic: str | None = None
     """Internal, compacted: which fallbacks were already requested (§9). Unset:
     `{group_id}.dedupe`."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from service import compat
 from service.dev.apache_kafka import ApacheKafka, ensure_jars, missing_tools
 from service.dev.broker import start_broker
 from service.dev.nhn_server import NhnServer
@@ -29,6 +30,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     if REQUIRE_KAFKA:
         return f"Apache Kafka tests: REQUIRED but cannot run: {why}"
     return f"Apache Kafka tests: skipped, {why} (FALLBACK_TEST_REQUIRE_KAFKA=1 makes this fail)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _process_entry() -> None:
+    """What `fallback-service` installs at its entry (`service.cli.main`), for services the
+    tests run in-process."""
+    compat.self_check()
+    compat.install()
 
 
 @pytest.fixture(autouse=True)

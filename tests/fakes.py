@@ -14,8 +14,10 @@ from aiokafka.producer import message_accumulator
 from aiokafka.producer import producer as producer_module
 from aiokafka.record import default_records
 
-from service.dedupe import DigestSet, PartitionedDedupe
-from service.writer import Write
+from service.pipeline.seams import Write
+from service.state.dedupe import PartitionedDedupe
+from service.state.digests import DigestSet
+from service.state.restore import Restore
 from tests.factories import record
 
 
@@ -84,10 +86,15 @@ class MemoryDedupe(PartitionedDedupe):
     ) -> None:
         """What `restore` makes of `markers` (as a restarted replica reads them), given the
         input offsets the group had `committed`."""
+        restore = Restore(
+            self.states, horizon_ms=0, floors=committed, tails={}, room=self.in_flight_limit
+        )
         for m in markers:
-            fid = (m.key or b"").decode()
-            self.states[self.owner(fid)].add(fid, 1)
-            self.note_in_flight(record(m.value, key=m.key, headers=tuple(m.headers)), committed)
+            owner = self.owner(m.key or b"")
+            restore.feed(owner, [record(m.value, key=m.key, headers=tuple(m.headers))])
+        for partition, state in restore.states().items():
+            self.states[partition].load(*state.export())
+        self.in_flight.update(restore.in_flight)
 
 
 @dataclass

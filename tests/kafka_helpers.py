@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from service.app import FallbackService
-from service.compose import build_service
+from service.compat import refresh_metadata
 from service.config import Settings, load_settings
 from service.dev.broker import free_port
-from service.kafka import refresh_metadata
-from service.operations import create_topics as create_all_topics
+from service.ops.topics import create_topics as create_all_topics
+from service.runtime.compose import build_service
+from service.runtime.service import FallbackService
 from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO, event_dict
 
 

@@ -13,12 +13,12 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from service.app import FallbackService
-from service.compose import build_service
 from service.core.models import MAX_EVENT_BYTES, ChannelSettings
-from service.dedupe import PartitionedDedupe
 from service.dev.broker import free_port
-from service.tables import Table, decode_channel, decode_sender_number
+from service.runtime.compose import build_service
+from service.runtime.service import FallbackService
+from service.state.dedupe import PartitionedDedupe
+from service.state.tables import Table, decode_channel, decode_sender_number
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
 from tests.kafka_helpers import (
     Broker,
@@ -304,7 +304,7 @@ async def test_two_instances_split_partitions_without_duplicates(
             assert held <= mine
             for i in range(60):
                 fid = f"R{i}:1"
-                assert (fid in s.requested) == (s.requested.owner(fid) in mine)
+                assert (fid in s.requested) == (s.requested.owner(fid.encode()) in mine)
         entries = sum(
             sample(s, "fallback_dedupe_entries", partition=str(p)) for s in (a, b) for p in range(6)
         )
@@ -332,7 +332,8 @@ async def test_a_failing_batch_is_read_again_not_lost(
 ) -> None:
     await create_topics(bootstrap, topics, partitions=1)
     await seed(bootstrap, topics)
-    from service.processor import Batch, Processor
+    from service.pipeline.batch import Batch
+    from service.pipeline.processor import Processor
 
     real = Processor.convert
     failures: list[int] = []
@@ -368,7 +369,7 @@ async def test_a_rebalance_moves_the_state(bootstrap: str, topics: Topics) -> No
             await until(lambda: len(b.requested.states) == 2 and len(a.requested.states) == 2, 30)
             assert set(a.requested.states).isdisjoint(b.requested.states)
             # b restored the markers a wrote for the partitions it took over.
-            moved = [fid for fid, _ in events if b.requested.owner(fid) in b.requested.states]
+            moved = [fid for fid, _ in events if b.requested.owner(fid.encode()) in b.requested.states]
             assert moved and all(fid in b.requested for fid in moved)
             await put(bootstrap, topics.input, events)  # the same events, the same keys
             outcomes = values(await read(bootstrap, topics.events, 80))
@@ -383,7 +384,7 @@ async def test_markers_of_the_previous_layout_are_kept(bootstrap: str, topics: T
     await create_topics(bootstrap, topics, partitions=3)
     await seed(bootstrap, topics)
     settings = topics.settings(bootstrap)
-    from service.kafka import ensure_internal_topic
+    from service.kafka.admin import ensure_internal_topic
 
     await ensure_internal_topic(
         settings, "FALLBACK_DEDUPE_TOPIC", settings.dedupe_topic_name, partitions=3, config={}
@@ -521,7 +522,7 @@ async def test_an_input_record_too_large_for_the_dlq_is_dead_lettered_cut(
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import NewTopic
 
-    from service.kafka import admin_client
+    from service.kafka.admin import admin_client
 
     bootstrap = broker.bootstrap
     settings = topics.settings(bootstrap)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from service.compose import build_service
 from service.config import load_settings
+from service.kafka.writer import AcknowledgedWriter
+from service.runtime.compose import build_service
 from service.sinks.kafka import KafkaSink
 from service.sinks.memory import ListSink
-from service.writer import AcknowledgedWriter
 from tests.factories import NOON_KST
 from tests.fakes import RecordingWriter
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from service.dedupe import DigestSet, PartitionedDedupe, digest_key, owner_partition
+from service.state.dedupe import PartitionedDedupe, owner_partition
+from service.state.digests import DigestSet, digest_key
 
 DAY = 86_400
 
@@ -94,13 +95,13 @@ def dedupe(clocks: Clocks, partitions: int = 3, days: float = 7) -> PartitionedD
 def test_remember_per_owner_partition_and_drop_on_revocation() -> None:
     d = dedupe(Clocks())
     fids = [f"R{i}:1" for i in range(30)]
-    d.remember([(d.owner(f), f) for f in fids], int(Clocks().wall * 1000))
+    d.remember([(d.owner(f.encode()), f) for f in fids], int(Clocks().wall * 1000))
     assert all(f in d for f in fids)
     assert sum(len(s) for s in d.states.values()) == 30
-    gone = d.owner(fids[0])
+    gone = d.owner(fids[0].encode())
     d.drop([gone])
     assert gone not in d.states
-    assert all((f in d) == (d.owner(f) != gone) for f in fids)
+    assert all((f in d) == (d.owner(f.encode()) != gone) for f in fids)
 
 
 def test_remember_prunes_at_most_once_an_hour() -> None:
@@ -119,8 +120,8 @@ def test_remember_prunes_at_most_once_an_hour() -> None:
 def test_a_fallback_of_a_partition_not_owned_here_is_not_known_here() -> None:
     d = dedupe(Clocks())
     fid = "R1:1"
-    d.drop([d.owner(fid)])
-    d.remember([(d.owner(fid), fid)], 0)  # its owner's state is elsewhere: nothing to do
+    d.drop([d.owner(fid.encode())])
+    d.remember([(d.owner(fid.encode()), fid)], 0)  # its owner's state is elsewhere: nothing to do
     assert fid not in d
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.health import BROKER_GRACE_SECONDS, STALL_SECONDS, WRITES_GRACE_SECONDS, Health
+from service.runtime.health import BROKER_GRACE_SECONDS, STALL_SECONDS, WRITES_GRACE_SECONDS, Health
 
 
 class Clock:

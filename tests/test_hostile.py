@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
 
-from service.kafka import admin_client
+from service.kafka.admin import admin_client
 from tests.factories import SEND_NO, SENDER_KEY, event_dict
 from tests.fakes import BAD, RawKey, misbehaving_producer
 from tests.kafka_helpers import (

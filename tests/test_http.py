@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
-from service.http import make_http_app
+from service.runtime.http import make_http_app
 
 
 def client(why: list[str | None]) -> httpx.AsyncClient:

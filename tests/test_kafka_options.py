@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.compose import build_broker
 from service.config import ConfigError, load_settings
-from service.kafka import client_options, faststream_security, make_producer
+from service.kafka.options import client_options, faststream_security, make_producer
 from service.metrics import Metrics
+from service.runtime.compose import build_broker
 
 
 def settings(**overrides: Any) -> Any:

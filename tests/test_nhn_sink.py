@@ -21,7 +21,7 @@ from service.core.models import SmsRequest
 from service.core.rules import Policy, decide
 from service.dev.nhn_server import NhnServer
 from service.metrics import Metrics
-from service.sinks import Delivery
+from service.pipeline.seams import Delivery
 from service.sinks.limits import BreakerState
 from service.sinks.nhn import NhnSink
 from tests.factories import NOON_KST, REGISTRY, SEND_NO, channel, event

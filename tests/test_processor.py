@@ -11,14 +11,14 @@ from aiokafka import TopicPartition
 from service.core.models import outcome_without_event
 from service.core.rules import Policy
 from service.core.settle import ProviderAnswer
-from service.dedupe import owner_partition
 from service.metrics import Metrics
-from service.observe import Observer
-from service.processor import Held, Processor
-from service.sinks import Delivery
+from service.pipeline.batch import Held
+from service.pipeline.observe import Observer
+from service.pipeline.processor import Processor
+from service.pipeline.seams import Delivery, Write
 from service.sinks.kafka import KafkaSink
 from service.sinks.memory import ListSink
-from service.writer import Write
+from service.state.dedupe import owner_partition
 from tests.factories import NOON_KST, REGISTRY, SENDER_KEY, channel, event_dict, record
 from tests.fakes import MemoryDedupe, RecordingWriter
 

@@ -9,7 +9,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.memory_records import MemoryRecords
 
-from service.records import TolerantMemoryRecords, header_key_for_output
+from service.compat import TolerantMemoryRecords
+from service.pipeline.outputs import header_key_for_output
 from tests.factories import event_dict
 from tests.fakes import BAD, PY_BUILDER, RawKey, misbehaving_producer
 from tests.kafka_helpers import Broker, Topics, create_topics, read, running, seed, values

@@ -9,8 +9,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
-from service.transactional import TransactionalWriter
-from service.writer import AcknowledgedWriter, Stopping, Write
+from service.kafka.transactional import TransactionalWriter
+from service.kafka.writer import AcknowledgedWriter
+from service.pipeline.seams import Stopping, Write
 from tests.fakes import ScriptedProducer, ScriptedTransactionalProducer
 
 
@@ -139,7 +140,7 @@ async def test_writes_side_by_side_replace_a_broken_producer_once() -> None:
 async def test_a_write_that_can_never_succeed_stops_instead_of_stalling() -> None:
     from aiokafka.errors import MessageSizeTooLargeError
 
-    from service.writer import Unwritable
+    from service.pipeline.seams import Unwritable
 
     producer = ScriptedProducer([("refuse", MessageSizeTooLargeError())])
     w = writer(producer)

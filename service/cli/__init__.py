@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import click
 import typer
 
+from service import compat
 from service.cli import channels, dlq, find, preview, run, sendnos, tail, topics
 from service.config import ConfigError
 
@@ -31,20 +32,17 @@ app.command("tail")(tail.tail)
 app.command("find")(find.find)
 
 
-# Recent Typer versions carry their own copy of click: catch both families.
-_USAGE_ERRORS: tuple[type[click.UsageError], ...] = tuple(
-    {click.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")}
-)
 _EXITS = (click.exceptions.Exit, typer.Exit)
 _ABORTS = (click.Abort, typer.Abort)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fallback-service` console script."""
-    from service import records
-
-    # Verbs that read topics must not stall on header keys that are not UTF-8 either.
-    records.install()
+    # The process entry installs what must be installed: a library internal that moved stops
+    # here, naming `service.compat`; header keys that are not UTF-8 must not stall a partition
+    # of the service, nor of a verb that reads topics (§8).
+    compat.self_check()
+    compat.install()
     command = typer.main.get_command(app)
     try:
         # Not standalone: an Exit's code comes back as the result instead of a SystemExit.
@@ -53,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog_name="fallback-service",
             standalone_mode=False,
         )
-    except _USAGE_ERRORS as exc:
-        exc.show()  # usage and the error, on standard error
+    except compat.USAGE_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]  # usage and the error, on standard error
         raise SystemExit(2) from None
     except _EXITS as exc:
         return int(exc.exit_code)

@@ -11,11 +11,25 @@ import typer
 
 from service.config import Settings, load_settings
 from service.core.rules import KST, parse_duration
-from service.operations import Refused
+from service.ops import Refused
+from service.ops.audit import Actor, default_actor
 
 T = TypeVar("T")
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON).")]
+ActorName = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        help="Who makes the change, for the audit record (default: the operating-system user).",
+    ),
+]
+
+
+def actor(name: str | None) -> Actor:
+    """The audit actor of a CLI change (§10)."""
+    chosen = (name or "").strip() or default_actor()
+    return Actor(chosen, via="cli")
 
 
 def settings() -> Settings:

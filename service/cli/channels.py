@@ -4,9 +4,9 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli._common import Json, emit_json, fail, run, settings
+from service.cli._common import ActorName, Json, actor, emit_json, fail, run, settings
 from service.core.models import ChannelSettings
-from service.operations import delete_channel, put_channel, read_table
+from service.ops.tables import CHANNELS, delete_channel, put_channel, read_table
 
 app = typer.Typer(help="Per-channel fallback settings (the channel-settings topic).")
 
@@ -46,9 +46,12 @@ def put(
     strict: Annotated[
         bool, typer.Option("--strict", help="Refuse a sender number that is not ACTIVE.")
     ] = False,
+    actor_name: ActorName = None,
     as_json: Json = False,
 ) -> None:
-    """Create or change a channel; validated as the service validates it before writing."""
+    """Create or change a channel; validated as the service validates it before writing.
+
+    Nothing is written when nothing would change (exit status 0, and it says so)."""
     changes: dict[str, Any] = {
         k: v
         for k, v in {
@@ -63,13 +66,30 @@ def put(
     if result_codes is not None:
         codes = [c.strip() for c in result_codes.split(",") if c.strip()]
         changes["resultCodes"] = codes or None
-    change = run(put_channel(settings(), sender_key, changes, replace=replace, strict=strict))
+    if not changes and not replace:
+        message = f"channel {sender_key}: nothing to change (give an option); nothing written"
+        if as_json:
+            emit_json({"senderKey": sender_key, "changed": False})
+        typer.echo(message, err=as_json)
+        return
+    who = actor(actor_name)
+    change = run(
+        put_channel(settings(), sender_key, changes, replace=replace, strict=strict, actor=who)
+    )
     for warning in change.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
-        emit_json({**_as_dict(sender_key, change.settings), "warnings": change.warnings})
-    else:
+        emit_json(
+            {
+                **_as_dict(sender_key, change.settings),
+                "warnings": change.warnings,
+                "changed": change.changed,
+            }
+        )
+    elif change.changed:
         typer.echo(f"put {_show(sender_key, change.settings)}")
+    else:
+        typer.echo(f"unchanged {_show(sender_key, change.settings)} (nothing written)")
 
 
 @app.command("get")
@@ -78,7 +98,7 @@ def get(
     as_json: Json = False,
 ) -> None:
     """Show one channel's settings (exit status 1 when there is no such channel)."""
-    channel = run(read_table(settings(), "channels")).get(sender_key)
+    channel = run(read_table(settings(), CHANNELS)).get(sender_key)
     if channel is None:
         fail(f"no channel {sender_key!r}")
     if as_json:
@@ -90,7 +110,7 @@ def get(
 @app.command("list")
 def list_(as_json: Json = False) -> None:
     """Every configured channel."""
-    channels = run(read_table(settings(), "channels"))
+    channels = run(read_table(settings(), CHANNELS))
     if as_json:
         emit_json([_as_dict(k, v) for k, v in sorted(channels.items())])
         return
@@ -102,10 +122,11 @@ def list_(as_json: Json = False) -> None:
 @app.command("delete")
 def delete(
     sender_key: Annotated[str, typer.Argument(help="The channel's sender key.")],
+    actor_name: ActorName = None,
     as_json: Json = False,
 ) -> None:
     """Remove a channel (a tombstone): its fallbacks become SKIPPED channel_not_configured."""
-    run(delete_channel(settings(), sender_key))
+    run(delete_channel(settings(), sender_key, actor=actor(actor_name)))
     if as_json:
         emit_json({"senderKey": sender_key, "deleted": True})
     else:

@@ -7,7 +7,7 @@ import typer
 from service.cli._common import Json, emit_json, parse_time, run, settings, shown_time
 from service.core.models import DeadLetterError
 from service.logs import mask_numbers_in
-from service.operations import DeadLetter, dead_letters, replay, replay_headers
+from service.ops.dlq import DeadLetter, dead_letters, replay, replay_headers
 
 app = typer.Typer(help="The dead-letter topic: records that were not failure events.")
 

@@ -6,7 +6,7 @@ import typer
 
 from service.cli._common import Json, emit_json, fail, parse_time, run, settings, shown_time
 from service.logs import mask_number, mask_numbers_in
-from service.operations import find as find_story
+from service.ops.find import find as find_story
 
 
 def _request(request: dict[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,9 @@ def run() -> None:
     """Run the service in the foreground. SIGTERM or SIGINT stops it cleanly."""
     # Imported here: the service pulls in more than the other verbs need.
     from service import logs
-    from service.app import serve
-    from service.compose import build_service
     from service.config import load_settings, unknown_variables
+    from service.runtime.compose import build_service
+    from service.runtime.serve import serve
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)

@@ -8,7 +8,7 @@ import typer
 
 from service.cli._common import Json, emit_json, parse_time, run, settings, shown_time
 from service.core.models import Reason, Status
-from service.operations import outcome_filter, outcomes
+from service.ops.find import outcome_filter, outcomes
 
 
 def line(moment: Any, outcome: dict[str, Any]) -> str:

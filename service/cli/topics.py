@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from service.cli._common import Json, emit_json, run, settings
-from service.operations import create_topics
+from service.ops.topics import create_topics
 
 app = typer.Typer(help="The topics the service reads and writes.")
 

@@ -159,7 +159,21 @@ def phone_digits(raw: str) -> str | None:
     return digits if digits.isascii() and digits.isdigit() else None
 
 
+def sender_number(raw: str) -> str | None:
+    """A sender number's digits when it is one (8-12 digits, §5.1 rule 6), else None."""
+    digits = phone_digits(raw)
+    return digits if digits is not None and 8 <= len(digits) <= 12 else None
+
+
 _UNSUBSCRIBE = regex.compile(r"080\d{7,8}")
+
+
+def unsubscribe_number(raw: str) -> str | None:
+    """An 080 opt-out number's digits when it is one (080 and 7-8 more, §5.7), else None."""
+    digits = phone_digits(raw)
+    return digits if digits is not None and _UNSUBSCRIBE.fullmatch(digits) else None
+
+
 # What the advertising format check ignores (§5.7), plus the selectors and joiners that
 # preparation drops anyway.
 _AD_IGNORED = r"[\s\-\[\]\u200c\u200d\ufe00-\ufe0f]"
@@ -352,8 +366,8 @@ def _sender_check(
 ) -> str | Reason:
     if raw is None:
         return Reason.SENDER_NUMBER_MISSING
-    digits = phone_digits(raw)
-    if digits is None or not 8 <= len(digits) <= 12:
+    digits = sender_number(raw)
+    if digits is None:
         return Reason.SENDER_NUMBER_INVALID
     if policy.registry is Registry.ENFORCE:
         status = registry.get(digits)
@@ -371,8 +385,8 @@ def _ad_check(
     raw = params.resendUnsubscribeNo or channel.unsubscribeNo
     if raw is None:
         return Reason.UNSUBSCRIBE_NUMBER_MISSING
-    digits = phone_digits(raw)
-    if digits is None or not _UNSUBSCRIBE.fullmatch(digits):
+    digits = unsubscribe_number(raw)
+    if digits is None:
         return Reason.UNSUBSCRIBE_NUMBER_INVALID
     if policy.quiet_hours is not None and policy.quiet_hours.contains(now):
         return Reason.AD_QUIET_HOURS

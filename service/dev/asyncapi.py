@@ -23,12 +23,12 @@ from aiokafka import TopicPartition
 from faststream.specification import AsyncAPI
 from pydantic import TypeAdapter
 
-from service.compose import build_service
 from service.config import Settings
 from service.core.models import FailureEvent, Outcome, SmsRequest
 from service.core.settle import SettledOutcome
+from service.pipeline.seams import Write
+from service.runtime.compose import build_service
 from service.sinks.memory import ListSink
-from service.writer import Write
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 VERSION = "0.1.0"

@@ -28,9 +28,9 @@ from service.config import Settings, load_settings
 from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
 from service.dev.broker import EmbeddedBroker, free_port, start_broker
 from service.dev.nhn_server import NhnServer
-from service.kafka import client_options
+from service.kafka.options import client_options
 from service.logs import mask_number
-from service.operations import create_topics
+from service.ops.topics import create_topics
 
 CHANNELS: dict[str, dict[str, Any] | None] = {
     "sk-mybrand": {

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from service.core.models import IDEMPOTENCY_KEY, to_json
-from service.sinks import Delivery
-from service.writer import Write, Writer
+from service.pipeline.seams import Delivery, Write, Writer
 
 
 class KafkaSink:
@@ -38,7 +37,7 @@ class KafkaSink:
     async def deliver(self, deliveries: Sequence[Delivery]) -> None:
         writes = []
         for d in deliveries:
-            key = d.request.fallbackId.encode()
+            key = d.key or d.request.fallbackId.encode()
             writes.append(
                 Write(self.topic, key, to_json(d.request), [(IDEMPOTENCY_KEY, key)], d.source)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from service.core.settle import ProviderAnswer
-from service.sinks import Delivery
+from service.pipeline.seams import Delivery
 
 
 class ListSink:

@@ -19,7 +19,7 @@ from service.core import nhn
 from service.core.settle import ProviderAnswer
 from service.logs import mask_number
 from service.metrics import Metrics
-from service.sinks import Delivery
+from service.pipeline.seams import Delivery
 from service.sinks.limits import Breaker, BreakerState, TokenBucket
 
 log = logging.getLogger("fallback.sink.nhn")

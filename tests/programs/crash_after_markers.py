@@ -9,7 +9,8 @@ from typing import Any
 
 from service.cli import main
 from service.config import load_settings
-from service.writer import AcknowledgedWriter, Write
+from service.kafka.writer import AcknowledgedWriter
+from service.pipeline.seams import Write
 
 _write = AcknowledgedWriter.write
 _MARKERS = load_settings().dedupe_topic_name

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from service.cli import main
-from service.writer import AcknowledgedWriter
+from service.kafka.writer import AcknowledgedWriter
 
 
 async def _die(self: Any, offsets: Any) -> None:

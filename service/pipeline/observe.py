@@ -1,23 +1,21 @@
 """Metrics and outcome logs for what was written and committed, never for what was only planned.
 
-`Processor` calls `Observer.observe` after a batch's writes are acknowledged and its offsets
-committed, so a batch that is rewound or abandoned is counted when it is finally done, once.
+The processor hands `Observer.observe` a `Committed` report after a batch's writes are
+acknowledged and its offsets committed, so a batch that is rewound or abandoned is counted when
+it is finally done, once.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
-from service.core.models import OUTCOME, MessageKind, Outcome, Status
+from service.core.models import MessageKind, Outcome, Status
 from service.core.rules import Decision
 from service.logs import mask_number
-from service.metrics import Metrics, observe_many
-
-if TYPE_CHECKING:
-    from service.processor import Batch
+from service.metrics import Metrics
+from service.pipeline.batch import Committed
 
 outcome_log = logging.getLogger("fallback.outcomes")
 dlq_log = logging.getLogger("fallback.processor")
@@ -31,43 +29,38 @@ class Observer:
         self.log_outcomes = log_outcomes
         self._outcome_counters: dict[tuple[str, str], Counter] = {}
 
-    def observe(self, batch: Batch, records: int, elapsed: float) -> None:
-        """Record one committed batch of `records` input records that took `elapsed` seconds."""
+    def observe(self, done: Committed) -> None:
+        """Record one committed batch."""
         metrics = self.metrics
         log_them = self.log_outcomes and outcome_log.isEnabledFor(logging.INFO)
-        for decision in batch.decisions:
+        for decision in done.decisions:
             self._count(decision.outcome)
             request = decision.request
             if request is not None:
                 self._count_message(request.type, request.truncated, request.replacedChars)
             if log_them:
                 _log_outcome(decision)
-        for settled in batch.settled:
+        for settled in done.settled:
             self._count(settled)
-        for raw in batch.replayed_outcomes:
-            self._count_replayed(raw)
-        for record, malformed in batch.malformed:
+        for outcome in done.replayed:
+            # Written again as it was before a crash: never counted then, so counted now.
+            self._count(outcome)
+            if outcome.status is Status.REQUESTED and outcome.type is not None:
+                self._count_message(outcome.type, outcome.truncated, outcome.replacedChars)
+        for (topic, partition, offset), malformed in done.malformed:
             metrics.dead_letters.labels(malformed.error.value).inc()
             dlq_log.warning(
                 "dead-lettered %s[%d]@%d: %s: %s",
-                record.topic,
-                record.partition,
-                record.offset,
+                topic,
+                partition,
+                offset,
                 malformed.error.value,
                 malformed.detail,
             )
-        if batch.routed:
-            metrics.routed.inc(batch.routed)
-        metrics.batch_size.observe(records)
-        observe_many(metrics.processing, elapsed, records)
-
-    def _count_replayed(self, raw: bytes) -> None:
-        """An outcome written again as it was before a crash: never counted then (a batch is
-        observed after its commit), so counted now."""
-        outcome = OUTCOME.validate_json(raw)
-        self._count(outcome)
-        if outcome.status is Status.REQUESTED and outcome.type is not None:
-            self._count_message(outcome.type, outcome.truncated, outcome.replacedChars)
+        if done.routed:
+            metrics.routed.inc(done.routed)
+        metrics.batch_size.observe(done.records)
+        metrics.processing.observe_many(done.elapsed, done.records)
 
     def _count_message(self, kind: MessageKind, truncated: bool, replaced_chars: int) -> None:
         metrics = self.metrics

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from service.compat import refresh_metadata
 from service.core.models import (
     ChannelSettings,
     SenderNumber,
@@ -24,7 +25,6 @@ from service.core.models import (
     describe_errors,
 )
 from service.core.rules import phone_digits
-from service.kafka import refresh_metadata
 from service.logs import mask_number, mask_numbers_in
 
 log = logging.getLogger("fallback.tables")

@@ -15,21 +15,22 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
-from service import records
-from service.app import FallbackService, Tables
+from service.compat import quiet_topic_warning
 from service.config import ProcessingGuarantee, Settings
 from service.config import Sink as SinkChoice
-from service.dedupe import DigestSet, PartitionedDedupe
-from service.health import Health
-from service.kafka import client_options, faststream_security, make_producer
+from service.kafka.options import client_options, faststream_security, make_producer
+from service.kafka.transactional import TransactionalWriter
+from service.kafka.writer import AcknowledgedWriter
 from service.metrics import Metrics
-from service.observe import Observer
-from service.processor import Processor
-from service.sinks import Sink
+from service.pipeline.observe import Observer
+from service.pipeline.processor import Processor
+from service.pipeline.seams import Sink, Writer
+from service.runtime.health import Health
+from service.runtime.service import FallbackService, Tables
 from service.sinks.kafka import KafkaSink
-from service.tables import Table, decode_channel, decode_sender_number
-from service.transactional import TransactionalWriter
-from service.writer import AcknowledgedWriter, Writer
+from service.state.dedupe import PartitionedDedupe
+from service.state.digests import DigestSet
+from service.state.tables import Table, decode_channel, decode_sender_number
 
 
 def _utc_now() -> datetime:
@@ -93,12 +94,18 @@ def build_broker(settings: Settings, options: dict[str, Any], metrics: Metrics) 
         # the producers and the tables (FallbackService.stop keeps the whole within budget).
         graceful_timeout=settings.shutdown_timeout_seconds / 2,
         middlewares=(KafkaPrometheusMiddleware(registry=metrics.registry),),
-        logger=logging.getLogger("fallback.faststream"),
+        logger=_faststream_logger(),
         # FastStream logs two lines per message at INFO: keep them out of the service's INFO.
         log_level=logging.DEBUG,
         apply_types=False,
         allow_auto_create_topics=False,
     )
+
+
+def _faststream_logger() -> logging.Logger:
+    logger = logging.getLogger("fallback.faststream")
+    quiet_topic_warning(logger)
+    return logger
 
 
 def build_writer(
@@ -147,9 +154,11 @@ def build_service(
     tables: Tables | None = None,
     clock: Callable[[], datetime] = _utc_now,
 ) -> FallbackService:
-    """One service instance from `settings`; anything passed in replaces the real adapter."""
-    # Header keys that are not UTF-8 must not stall a partition (§8).
-    records.install()
+    """One service instance from `settings`; anything passed in replaces the real adapter.
+
+    Nothing global changes here: the process entry (`service.cli.main`) installs the
+    record-reader workaround of `service.compat` and runs its self-check.
+    """
     metrics = Metrics()
     options = client_options(settings.kafka())
     stopping = asyncio.Event()

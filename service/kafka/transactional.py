@@ -31,7 +31,9 @@ from aiokafka.errors import (
 )
 
 from service.config import ConfigError
-from service.writer import NEVER_SUCCEEDS, Stopping, Unwritable, Write, send_batched
+from service.kafka.batching import send_batched
+from service.kafka.writer import NEVER_SUCCEEDS
+from service.pipeline.seams import PartitionsNotCommitted, Stopping, Unwritable, Write
 
 log = logging.getLogger("fallback.transactions")
 
@@ -44,21 +46,6 @@ _UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable)
 def transactional_id(group_id: str, tp: TopicPartition) -> str:
     """The transactional id that owns input partition `tp` for this group."""
     return f"{group_id}-{tp.topic}-{tp.partition}"
-
-
-class PartitionsNotCommitted(Exception):
-    """Some partitions' transactions did not commit; they must be read again.
-
-    `committed` are those that did: their records must not be rewound.
-    """
-
-    def __init__(self, failed: dict[TopicPartition, BaseException], committed: set[TopicPartition]):
-        super().__init__(
-            "transactions not committed for "
-            + ", ".join(f"{tp.topic}[{tp.partition}]: {exc!r}" for tp, exc in failed.items())
-        )
-        self.failed = failed
-        self.committed = committed
 
 
 class TransactionalWriter:
@@ -213,7 +200,7 @@ class TransactionalWriter:
     async def _commit_one(self, tp: TopicPartition, offset: int) -> None:
         producer = self.producers[tp]
         try:
-            await producer.send_offsets_to_transaction({tp: offset}, self.group_id)
+            await producer.send_offsets_to_transaction({TopicPartition(*tp): offset}, self.group_id)
             await producer.commit_transaction()
         except BaseException:
             await self._abort(tp)

@@ -1,0 +1,2 @@
+"""Kafka adapters over aiokafka: options, administration, record batches, the writers, the
+group consumer."""

@@ -1,0 +1,76 @@
+"""Dead letters (§8): listed with what the service said of them, and replayed to the input."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+
+from service.config import Settings
+from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
+from service.ops.records import producer, scan
+
+
+@dataclass
+class DeadLetter:
+    """One record of the DLQ, with what the service said about it."""
+
+    partition: int
+    offset: int
+    timestamp: datetime
+    error: str
+    detail: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def dead_letter_of(record: ConsumerRecord) -> DeadLetter:
+    """A DLQ record as a `DeadLetter`."""
+    headers = [(k, v or b"") for k, v in (record.headers or ())]
+    found = dict(headers)
+    return DeadLetter(
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        error=found.get(DLQ_ERROR, b"").decode("utf-8", "replace"),
+        detail=found.get(DLQ_ERROR_DETAIL, b"").decode("utf-8", "replace"),
+        key=record.key,
+        value=record.value,
+        headers=headers,
+    )
+
+
+async def dead_letters(
+    settings: Settings,
+    *,
+    error: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[DeadLetter]:
+    """The dead letters of the DLQ topic, filtered by error and time."""
+    found = []
+    async for record in scan(settings, settings.dlq_topic, since=since, until=until):
+        letter = dead_letter_of(record)
+        if error is None or letter.error == error:
+            found.append(letter)
+    return found
+
+
+def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The original record's headers: without what the service added (x-fallback-*,
+    x-original-*)."""
+    return [(k, v) for k, v in letter.headers if not k.startswith(("x-fallback-", "x-original-"))]
+
+
+async def replay(settings: Settings, letters: list[DeadLetter]) -> int:
+    """Re-publish dead letters to the input topic, original key, value and headers."""
+    async with producer(settings) as p:
+        futures = [
+            await p.send(settings.input_topic, d.value, key=d.key, headers=replay_headers(d))
+            for d in letters
+        ]
+        await asyncio.gather(*futures)
+    return len(futures)

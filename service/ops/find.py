@@ -1,0 +1,98 @@
+"""Outcomes (§7) filtered and followed, and one fallback's whole story across the topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from service.config import Settings
+from service.core.models import fallback_id
+from service.kafka.admin import partition_count
+from service.kafka.options import keyed_partition
+from service.ops import Refused
+from service.ops.dlq import DeadLetter, dead_letter_of
+from service.ops.records import scan
+
+
+def outcome_filter(
+    status: str | None, reason: str | None, sender_key: str | None
+) -> Callable[[dict[str, Any]], bool]:
+    def keep(outcome: dict[str, Any]) -> bool:
+        return (
+            (status is None or outcome.get("status") == status)
+            and (reason is None or outcome.get("reason") == reason)
+            and (sender_key is None or outcome.get("senderKey") == sender_key)
+        )
+
+    return keep
+
+
+async def outcomes(
+    settings: Settings,
+    keep: Callable[[dict[str, Any]], bool],
+    *,
+    since: datetime | None = None,
+    follow: bool = False,
+    stop: asyncio.Event | None = None,
+) -> AsyncIterator[tuple[datetime, dict[str, Any]]]:
+    """Outcome events (with their record time) that `keep` accepts."""
+    async for record in scan(
+        settings, settings.events_topic, since=since, follow=follow, stop=stop
+    ):
+        try:
+            outcome = orjson.loads(record.value or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(outcome, dict) and keep(outcome):
+            yield datetime.fromtimestamp(record.timestamp / 1000, UTC), outcome
+
+
+@dataclass
+class Story:
+    """Everything the topics say about one fallback."""
+
+    fallback_id: str
+    outcomes: list[dict[str, Any]]
+    requests: list[dict[str, Any]]
+    dead_letters: list[DeadLetter]
+
+    @property
+    def found(self) -> bool:
+        return bool(self.outcomes or self.requests or self.dead_letters)
+
+
+async def find(settings: Settings, fid: str, *, since: datetime | None = None) -> Story:
+    """The outcomes, SMS requests and dead letters of fallback `fid`.
+
+    Outputs are keyed by fallbackId, so only one partition of each is read; dead letters keep
+    the input's key, so the DLQ is read whole and matched on the event's ids.
+    """
+    story = Story(fid, [], [], [])
+    outputs = ((settings.events_topic, story.outcomes), (settings.output_topic, story.requests))
+    for topic, into in outputs:
+        partitions = await partition_count(settings, topic)
+        if partitions is None:
+            raise Refused(f"topic {topic} does not exist")
+        owner = keyed_partition(fid.encode(), partitions)
+        async for record in scan(settings, topic, since=since, partitions=[owner]):
+            if record.key == fid.encode():
+                into.append(orjson.loads(record.value or b"{}"))
+    async for record in scan(settings, settings.dlq_topic, since=since):
+        if record.key == fid.encode() or _event_id(record.value) == fid:
+            story.dead_letters.append(dead_letter_of(record))
+    return story
+
+
+def _event_id(value: bytes | None) -> str | None:
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and "requestId" in data and "recipientSeq" in data:
+        return fallback_id(str(data["requestId"]), data["recipientSeq"])
+    return None

@@ -1,0 +1,100 @@
+"""What one batch of input records causes, and the `Committed` report of it for observation.
+
+`Batch` is filled by `Processor.convert` (pure) and written by the processor's steps; once its
+offsets are committed it becomes a `Committed` report, the only thing the observer sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.core.models import Malformed, Outcome
+from service.core.rules import Decision
+from service.core.settle import SettledOutcome
+from service.pipeline.seams import Delivery, Partition, Source, Write
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one batch of input records causes, in the order it must be written."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    # Dead letters, and events forwarded to the partition that owns them (repartition topic).
+    dead_letters: list[Write] = field(default_factory=list)
+    routed: int = 0
+    outcomes: list[Write] = field(default_factory=list)
+    # Index in `outcomes` of each REQUESTED outcome → its delivery.
+    requested_at: dict[int, Delivery] = field(default_factory=dict)
+    # Index in `outcomes` of a REQUESTED outcome → its SENT/FAILED outcome (delivering sinks).
+    settlements: dict[int, Write] = field(default_factory=dict)
+    # Records whose outcomes were written again, as before a crash (`Dedupe.outcomes_in_flight`),
+    # and those outcomes (counted once committed: they never were before the crash).
+    replayed: list[Source] = field(default_factory=list)
+    replayed_outcomes: list[Outcome] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    malformed: list[tuple[Source, Malformed]] = field(default_factory=list)
+    settled: list[SettledOutcome] = field(default_factory=list)
+    # Owner partition and id of each fallback whose marker was written.
+    marked: list[tuple[int, str]] = field(default_factory=list)
+    offsets: dict[Partition, int] = field(default_factory=dict)
+
+    def absorb(self, part: Batch) -> None:
+        """Take in what a later part of the same batch decided (its writes stay with it)."""
+        self.deliveries += part.deliveries
+        self.routed += part.routed
+        self.decisions += part.decisions
+        self.malformed += part.malformed
+        self.replayed += part.replayed
+        self.replayed_outcomes += part.replayed_outcomes
+        self.offsets.update(part.offsets)
+
+    def committed(self, records: int, elapsed: float) -> Committed:
+        """The report of this batch once its offsets are committed."""
+        return Committed(
+            decisions=self.decisions,
+            settled=self.settled,
+            replayed=self.replayed_outcomes,
+            malformed=self.malformed,
+            routed=self.routed,
+            records=records,
+            elapsed=elapsed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a committed batch did: the input of `service.pipeline.observe`."""
+
+    decisions: list[Decision]
+    settled: list[SettledOutcome]
+    # Outcomes written again for records a crash cut short (never observed before).
+    replayed: list[Outcome]
+    malformed: list[tuple[Source, Malformed]]
+    routed: int
+    records: int
+    elapsed: float
+
+
+class Held(Exception):
+    """The sink held some deliveries back: its provider is unavailable (§10).
+
+    What could be settled was written and committed up to `rewind`, each partition's first held
+    record; read the partitions again from there after `retry_after` seconds. The records in
+    `done` lie past a held one but were fully handled (outcomes written): skip them when they
+    come again.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        retry_after: float,
+        rewind: dict[Partition, int],
+        done: set[tuple[Partition, int]],
+        held: int,
+    ) -> None:
+        super().__init__(f"{held} requests held back: {reason}")
+        self.reason = reason
+        self.retry_after = retry_after
+        self.rewind = rewind
+        self.done = done
+        self.held = held

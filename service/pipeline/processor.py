@@ -1,0 +1,278 @@
+"""One batch of input records → the sink, the writer, the commit, in that order (§8, §9).
+
+The conversion itself is `service.core.rules.decide`. The processor turns records into
+deliveries and writes, hands them to the sink and the writer in the order the guarantees need,
+commits, and only then reports what was done (`Committed`) to the observer. It knows neither
+which writer, which sink nor which guarantee it has.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from service.core.models import (
+    OUTCOME,
+    ChannelSettings,
+    Malformed,
+    SenderNumberStatus,
+    outcome_with_event,
+    parse_failure_event,
+    to_json,
+)
+from service.core.rules import Policy, decide, timestamp
+from service.core.settle import counts_as_requested, settle
+from service.pipeline.batch import Batch, Held
+from service.pipeline.observe import Observer
+from service.pipeline.outputs import dead_letter, routed
+from service.pipeline.parts import PART_RECORDS, in_parts
+from service.pipeline.seams import Dedupe, Delivery, InputRecord, Partition, Sink, Write, Writer
+
+
+class Processor:
+    """Turns batches of failure events into SMS requests, outcomes and dead letters."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        events_topic: str,
+        dlq_topic: str,
+        repartition_topic: str,
+        channels: Mapping[str, ChannelSettings],
+        sender_numbers: Mapping[str, SenderNumberStatus],
+        requested: Dedupe,
+        sink: Sink,
+        writer: Writer,
+        observer: Observer,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.policy = policy
+        self.events_topic = events_topic
+        self.dlq_topic = dlq_topic
+        self.repartition_topic = repartition_topic
+        self.channels = channels
+        self.sender_numbers = sender_numbers
+        self.requested = requested
+        self.sink = sink
+        self.writer = writer
+        self.observer = observer
+        self.clock = clock
+        # The DLQ topic's record limit, read at start-up (`service.kafka.admin`).
+        self.dlq_max_bytes = 1_048_576
+
+    def convert(
+        self, records: Sequence[InputRecord], now: datetime, pending: set[str] | None = None
+    ) -> Batch:
+        """Decide every record of the batch, in order. No I/O: nothing is written or counted.
+
+        `pending` holds the fallbacks requested earlier in the same batch (parts of one batch
+        converted one after the other share it); it gains this part's.
+        """
+        batch = Batch()
+        pending = set() if pending is None else pending
+        requested = self.requested
+        events_topic = self.events_topic
+        for record in records:
+            source = Partition(record.topic, record.partition)
+            batch.offsets[source] = record.offset + 1
+            event = parse_failure_event(record.value)
+            if isinstance(event, Malformed):
+                batch.dead_letters.append(
+                    dead_letter(record, event, self.dlq_topic, self.dlq_max_bytes)
+                )
+                batch.malformed.append(((record.topic, record.partition, record.offset), event))
+                continue
+            fid = event.fallback_id
+            key = fid.encode()
+            owner = requested.owner(key)
+            if owner != record.partition:
+                # Not this partition's fallback: its state lives with its owner. Forward it
+                # there, as it is; the owner decides it (and its offset here is done).
+                batch.dead_letters.append(routed(record, key, owner, self.repartition_topic))
+                batch.routed += 1
+                continue
+            earlier = fid in pending
+            remembered = not earlier and requested.contains(owner, fid)
+            if remembered:
+                at = (record.topic, record.partition, record.offset)
+                again = requested.outcomes_in_flight(at, fid)
+                if again is not None:
+                    # This record's own marker, from a batch cut short: its outcomes again.
+                    outcomes = [outcome_with_event(rest, event) for rest in again]
+                    batch.replayed.append(at)
+                    batch.replayed_outcomes += [OUTCOME.validate_json(o) for o in outcomes]
+                    batch.outcomes += [Write(events_topic, key, o, source=source) for o in outcomes]
+                    continue
+            decision = decide(
+                event,
+                self.channels.get(event.senderKey),
+                self.sender_numbers,
+                already_requested=earlier or remembered,
+                now=now,
+                policy=self.policy,
+                received_ms=record.timestamp,
+            )
+            if decision.request is not None:
+                pending.add(fid)
+                delivery = Delivery(
+                    decision.request,
+                    source,
+                    None,
+                    False,
+                    decision.outcome,
+                    record.offset,
+                    key,
+                    owner,
+                )
+                batch.deliveries.append(delivery)
+                batch.requested_at[len(batch.outcomes)] = delivery
+            batch.outcomes.append(
+                Write(events_topic, key, to_json(decision.outcome), source=source)
+            )
+            batch.decisions.append(decision)
+        return batch
+
+    async def process(self, records: Sequence[InputRecord]) -> None:
+        """Hand over, write and commit everything `records` cause, then report it.
+
+        The steps, each acknowledged before the next: requests to the sink; the "requested"
+        markers with the dead letters; the outcomes; the commit of the input offsets. So a marker
+        never exists for a request that was lost, and a REQUESTED outcome that anyone can see
+        always has its marker. The in-memory dedupe state learns the batch's fallbacks after
+        the commit. Raises `Stopping` when stopped part-way (nothing is committed then), and
+        `Held` after committing what was settled when the sink held requests back.
+        """
+        started = time.monotonic()
+        # Markers written by other replicas before this batch count: read up to them.
+        await self.requested.catch_up()
+        now = self.clock()
+        held: Held | None = None
+        if self.sink.delivers or len(records) <= PART_RECORDS:
+            batch = self.convert(records, now)
+            if batch.deliveries:
+                await self.sink.deliver(batch.deliveries)
+                if any(d.held for d in batch.deliveries):
+                    batch, held = self._without_held(records, batch, now)
+            await self._write(batch, now)
+        else:
+            batch = await in_parts(
+                records,
+                lambda part, pending: self.convert(part, now, pending),
+                (self._deliver, lambda part: self._mark(part, now), self._write_outcomes),
+            )
+        await self.writer.commit(batch.offsets)
+        # Only now are the markers final (in exactly-once mode they were part of a transaction).
+        self.requested.remember(batch.marked, int(now.timestamp() * 1000))
+        if batch.replayed:
+            self.requested.forget_in_flight(batch.replayed)
+        done = len(records) - (held.held if held is not None else 0)
+        self.observer.observe(batch.committed(done, time.monotonic() - started))
+        if held is not None:
+            raise held
+
+    def _without_held(
+        self, records: Sequence[InputRecord], batch: Batch, now: datetime
+    ) -> tuple[Batch, Held]:
+        """The batch again without the records whose requests the sink held back, with the
+        answers the sink gave for the others, and what to read again.
+
+        A record that repeats a held fallbackId in the same batch is held too: it was decided
+        as a duplicate of a request that has not happened yet.
+        """
+        held_ids = {d.key for d in batch.deliveries if d.held}
+        answered = {d.key: d.answer for d in batch.deliveries if not d.held}
+        kept: list[InputRecord] = []
+        rewind: dict[Partition, int] = {}
+        held = 0
+        for record in records:
+            if _fallback_key(record) in held_ids:
+                tp = Partition(record.topic, record.partition)
+                rewind[tp] = min(rewind.get(tp, record.offset), record.offset)
+                held += 1
+            else:
+                kept.append(record)
+        again = self.convert(kept, now)
+        for delivery in again.deliveries:
+            delivery.answer = answered[delivery.key]
+        done = {
+            (tp, r.offset)
+            for r in kept
+            if (tp := Partition(r.topic, r.partition)) in rewind and r.offset > rewind[tp]
+        }
+        again.offsets.update(rewind)
+        reason = self.sink.unavailable() or "the SMS provider is unavailable"
+        return again, Held(reason, self.sink.retry_in(), rewind, done, held)
+
+    async def _write(self, batch: Batch, now: datetime) -> None:
+        """After the requests (already with the sink): markers and dead letters, then outcomes."""
+        if not batch.deliveries:
+            await self.writer.write(batch.dead_letters + batch.outcomes)
+            return
+        await self._mark(batch, now)
+        await self._write_outcomes(batch)
+
+    async def _deliver(self, batch: Batch) -> None:
+        if batch.deliveries:
+            await self.sink.deliver(batch.deliveries)
+
+    async def _mark(self, batch: Batch, now: datetime) -> None:
+        """The "requested" markers of the batch's requested fallbacks (at their owners), with
+        the dead letters and forwarded events: neither depends on the other, so one round
+        trip acknowledges both.
+
+        A marker names its input record and carries the outcomes about to be written for it,
+        so that a crash before they are cannot leave the event without them (`service.state`).
+        """
+        self._settle(batch)
+        stamp = timestamp(now)
+        topic = self.requested.topic
+        markers = []
+        for index, d in batch.requested_at.items():
+            if not counts_as_requested(d.answer):
+                continue
+            outcomes = [batch.outcomes[index].value or b""]
+            settled = batch.settlements.get(index)
+            if settled is not None:
+                outcomes.append(settled.value or b"")
+            fid = d.request.fallbackId
+            value = self.requested.marker(
+                fid, stamp, (d.source.topic, d.source.partition, d.offset), outcomes
+            )
+            markers.append(Write(topic, d.key, value, [], d.source, d.owner))
+            batch.marked.append((d.owner, fid))
+        if markers or batch.dead_letters:
+            await self.writer.write(markers + batch.dead_letters)
+
+    def _settle(self, batch: Batch) -> None:
+        """The SENT/FAILED outcome of each request a delivering sink answered (§7)."""
+        settled_at: str | None = None
+        for index, delivery in batch.requested_at.items():
+            if delivery.answer is None or delivery.outcome is None:
+                continue
+            settled_at = settled_at or timestamp(self.clock())
+            settled = settle(delivery.outcome, delivery.answer, settled_at)
+            batch.settled.append(settled)
+            batch.settlements[index] = Write(
+                self.events_topic, delivery.key, to_json(settled), source=delivery.source
+            )
+
+    async def _write_outcomes(self, batch: Batch) -> None:
+        """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""
+        if not batch.settlements:
+            await self.writer.write(batch.outcomes)
+            return
+        outcomes: list[Write] = []
+        for index, write in enumerate(batch.outcomes):
+            outcomes.append(write)
+            settled = batch.settlements.get(index)
+            if settled is not None:
+                outcomes.append(settled)
+        await self.writer.write(outcomes)
+
+
+def _fallback_key(record: InputRecord) -> bytes | None:
+    """The fallbackId of a well-formed input record (parsed again: only when a sink held)."""
+    event = parse_failure_event(record.value)
+    return None if isinstance(event, Malformed) else event.fallback_id.encode()

@@ -1,0 +1,1 @@
+"""The process lifecycle: composition, start/handle/stop, rebalances, flow control, health."""

@@ -1,0 +1,1 @@
+"""What the service remembers and how it is restored: the dedupe state and the tables."""

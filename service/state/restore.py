@@ -1,0 +1,123 @@
+"""Restoring the dedupe state of assigned partitions: the changelog read into digests, and the
+markers of records a crash cut short kept in flight.
+
+`Restore` is pure (records in, state out) and tested on lists of records; `read_changelog` is
+the Kafka reader that feeds it.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from service.pipeline.seams import Source
+from service.state.digests import DigestSet, digest_key
+from service.state.markers import marker_outcomes, marker_source
+
+InFlight = dict[Source, tuple[str, list[bytes]]]
+
+
+class Restore:
+    """What the changelog of `partitions` says, fed record by record.
+
+    Markers older than `horizon_ms` are forgotten (retention). A marker at or past its
+    partition's `tails` offset (the last offsets of the changelog partition, where a crash
+    leaves them) whose input record is at or past `floors` (the group's committed offsets, by
+    topic and partition) is kept in flight, at most `room` of them; `beyond_limit` counts the
+    others.
+    """
+
+    def __init__(
+        self,
+        partitions: Iterable[int],
+        *,
+        horizon_ms: float,
+        floors: Mapping[tuple[str, int], int],
+        tails: Mapping[int, int],
+        room: int,
+    ) -> None:
+        self.digests = {p: bytearray() for p in partitions}
+        # Compact buffers: a restore may read millions of markers.
+        self.stamps = {p: array("I") for p in self.digests}
+        self.horizon_ms = horizon_ms
+        self.floors = floors
+        self.tails = tails
+        self.room = room
+        self.in_flight: InFlight = {}
+        self.beyond_limit = 0
+
+    def feed(self, partition: int, records: Iterable[Any]) -> None:
+        """Take in records of changelog partition `partition` (key, value, offset, timestamp)."""
+        into, times = self.digests[partition], self.stamps[partition]
+        since = self.tails.get(partition, 0)
+        horizon = self.horizon_ms
+        for r in records:
+            if r.key is not None and r.value is not None and r.timestamp >= horizon:
+                into += digest_key(r.key)
+                times.append(r.timestamp // 1000)
+                if r.offset >= since:
+                    self._note_in_flight(r)
+
+    def _note_in_flight(self, record: Any) -> None:
+        source = marker_source(record.value)
+        if source is None:
+            return  # written before markers named their input record
+        floor = self.floors.get((source[0], source[1]))
+        if floor is None or source[2] < floor:
+            return
+        if len(self.in_flight) >= self.room:
+            self.beyond_limit += 1
+            return
+        outcomes = marker_outcomes(record.value)
+        if outcomes is None:
+            return  # not a marker this service wrote: the record counts as a duplicate
+        self.in_flight[source] = (record.key.decode(), outcomes)
+
+    def states(self) -> dict[int, DigestSet]:
+        """The digest set of each partition (the buffers are released)."""
+        states = {}
+        for p in list(self.digests):
+            states[p] = DigestSet()
+            states[p].load(bytes(self.digests[p]), np.frombuffer(self.stamps[p], dtype=np.uint32))
+            self.digests[p] = bytearray()
+        return states
+
+
+async def read_changelog(
+    options: Mapping[str, Any],
+    topic: str,
+    partitions: list[int],
+    make: Any,
+) -> Restore:
+    """Read changelog `partitions` of `topic` up to their end offsets now into the `Restore`
+    that `make(ends)` builds from the end offsets (by partition)."""
+    consumer = AIOKafkaConsumer(
+        **options,
+        group_id=None,
+        enable_auto_commit=False,
+        # Large fetches: restoring is reading a lot of small records once.
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        restore: Restore = make({tp.partition: end for tp, end in ends.items()})
+        pending = {tp for tp, end in ends.items() if end > 0}
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500, max_records=100_000)
+            for tp, records in batches.items():
+                restore.feed(tp.partition, records)
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return restore
