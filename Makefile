@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy service tests bench
+	$(BIN)/lint-imports --no-cache
 
 # The tests that need no broker: seconds, for the edit-test loop.
 unit: $(STAMP)

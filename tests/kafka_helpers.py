@@ -19,6 +19,7 @@ from service.ops.topics import create_topics as create_all_topics
 from service.runtime.compose import build_service
 from service.runtime.service import FallbackService
 from tests.factories import SEND_NO, SENDER_KEY, UNSUBSCRIBE_NO, event_dict
+from tests.waiting import eventually
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Topics:
     dlq: str
     channels: str
     senders: str
+    results: str
+    audit: str
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +57,8 @@ class Topics:
             dlq=f"dlq-{tag}",
             channels=f"channels-{tag}",
             senders=f"senders-{tag}",
+            results=f"results-{tag}",
+            audit=f"audit-{tag}",
             overrides=dict(overrides or {}),
         )
 
@@ -67,6 +72,8 @@ class Topics:
             "dlq_topic": self.dlq,
             "channel_settings_topic": self.channels,
             "sender_numbers_topic": self.senders,
+            "results_topic": self.results,
+            "audit_topic": self.audit,
             "http_port": 0,
             "ad_quiet_hours": "",
             "batch_timeout_ms": 20,
@@ -88,6 +95,8 @@ class Topics:
             "FALLBACK_DLQ_TOPIC": self.dlq,
             "FALLBACK_CHANNEL_SETTINGS_TOPIC": self.channels,
             "FALLBACK_SENDER_NUMBERS_TOPIC": self.senders,
+            "FALLBACK_RESULTS_TOPIC": self.results,
+            "FALLBACK_AUDIT_TOPIC": self.audit,
             "FALLBACK_AD_QUIET_HOURS": "",
             "FALLBACK_BATCH_TIMEOUT_MS": "20",
             "FALLBACK_KAFKA_SESSION_TIMEOUT_MS": "2000",
@@ -128,6 +137,14 @@ async def put(
             await p.send_and_wait(topic, v, key=k)
 
 
+async def prepare(bootstrap: str, topics: Topics, *, partitions: int = 3, **channel: Any) -> Topics:
+    """The topics made as `topics create` makes them, and a configured channel with its active
+    sender number (`seed`): what most broker tests start from."""
+    await create_topics(bootstrap, topics, partitions=partitions)
+    await seed(bootstrap, topics, **channel)
+    return topics
+
+
 async def seed(bootstrap: str, topics: Topics, **channel: Any) -> None:
     """A configured channel and its active sender number."""
     settings_value = {"enabled": True, "sendNo": SEND_NO, "unsubscribeNo": UNSUBSCRIBE_NO}
@@ -160,13 +177,6 @@ async def read(
         return got
 
 
-async def read_all(
-    bootstrap: str, topic: str, *, settle: float = 1.0, isolation_level: str = "read_committed"
-) -> list[ConsumerRecord]:
-    """Everything in `topic` now: read until nothing new arrives for `settle` seconds."""
-    return await read(bootstrap, topic, 10**9, within=settle, isolation_level=isolation_level)
-
-
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     """The partitions of `topic`, once the consumer's metadata knows it (a new topic may lag)."""
     parts = consumer.partitions_for_topic(topic)
@@ -197,11 +207,8 @@ async def running(settings: Settings) -> AsyncIterator[FallbackService]:
     """The service in this process, started and ready; stopped cleanly afterwards."""
     service = build_service(settings)
     await asyncio.wait_for(service.start(), 30)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while service.readiness() is not None:  # assigned, and its dedupe state restored
-        assert loop.time() < deadline, service.readiness()
-        await asyncio.sleep(0.05)
+    # Assigned, and its dedupe state restored.
+    await eventually(lambda: service.readiness() is None, 30, lambda: f"{service.readiness()}")
     try:
         yield service
     finally:

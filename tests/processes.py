@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.waiting import eventually_sync
+
 BIN = Path(sys.executable).parent
 PROGRAMS = Path(__file__).parent / "programs"
 
@@ -50,13 +52,13 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) 
 
 def until_metric(port: int, sample: str, within: float = 20) -> None:
     """Poll /metrics until it has the line `sample` (name, labels and value)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-        if sample in text.splitlines():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {sample!r} within {within}s")
+    eventually_sync(
+        lambda: (
+            sample in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text.splitlines()
+        ),
+        within,
+        f"{sample!r} on /metrics",
+    )
 
 
 @contextmanager

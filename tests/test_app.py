@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,16 @@ from tests.kafka_helpers import (
     Topics,
     committed,
     create_topics,
+    prepare,
     producer,
     put,
     read,
-    read_all,
+    read_to_end,
     running,
     seed,
     values,
 )
+from tests.waiting import eventually, eventually_value
 
 pytestmark = pytest.mark.broker
 
@@ -42,18 +44,8 @@ def sample(service: FallbackService, name: str, **labels: str) -> float:
     return service.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def test_every_output_topic(bootstrap: str, topics: Topics) -> None:
-    await create_topics(bootstrap, topics)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics)
     settings = topics.settings(bootstrap)
     async with running(settings):
         await put(
@@ -81,13 +73,12 @@ async def test_every_output_topic(bootstrap: str, topics: Topics) -> None:
         assert dict(record.headers) == {"idempotency-key": record.key}
         assert body["sendNo"] == SEND_NO
     assert {orjson.loads(r.value)["type"] for r in requests} == {"SMS", "LMS"}
-    events = await read_all(bootstrap, topics.events)
+    events = await read_to_end(bootstrap, topics.events)
     assert all(r.key == orjson.loads(r.value)["fallbackId"].encode() for r in events)
 
 
 async def test_malformed_records_go_to_the_dlq_untouched(bootstrap: str, topics: Topics) -> None:
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     oversized = orjson.dumps(event_dict(pad="x" * MAX_EVENT_BYTES))
     bad = [
         (b"k-json", b"{not json", "invalid_json"),
@@ -105,7 +96,9 @@ async def test_malformed_records_go_to_the_dlq_untouched(bootstrap: str, topics:
             await p.send_and_wait(topics.input, orjson.dumps(event_dict()), key=b"good")
         dead = await read(bootstrap, topics.dlq, len(bad))
         good = await read(bootstrap, topics.events, 1)
-        await until(lambda: sample(service, "fallback_dead_letters_total", error="oversized") == 1)
+        await eventually(
+            lambda: sample(service, "fallback_dead_letters_total", error="oversized") == 1
+        )
     assert len(good) == 1
     assert [(r.key, r.value) for r in dead] == [(k, v) for k, v, _ in bad]
     for record, (_, _, error) in zip(dead, bad, strict=True):
@@ -119,7 +112,7 @@ async def test_malformed_records_go_to_the_dlq_untouched(bootstrap: str, topics:
         str(i).encode() for i in range(len(bad))
     ]
     # Only well-formed events get an outcome.
-    assert len(await read_all(bootstrap, topics.events)) == 1
+    assert len(await read_to_end(bootstrap, topics.events)) == 1
 
 
 async def test_tables_load_before_any_event_is_consumed(bootstrap: str, topics: Topics) -> None:
@@ -151,7 +144,7 @@ async def test_a_table_waits_for_its_topic_and_says_so_once(
     present = Table("channels", topics.channels, decode_channel, options)
     missing = Table("sender_numbers", topics.senders, decode_sender_number, options)
     starting = asyncio.create_task(missing.start())
-    await until(lambda: "waiting for topic" in caplog.text)
+    await eventually(lambda: "waiting for topic" in caplog.text)
     await create_topics(bootstrap, topics, partitions=1)
     await asyncio.wait_for(starting, 20)
     await present.start()  # a topic that exists: no warning, even from a new consumer
@@ -203,8 +196,7 @@ async def test_a_restore_keeps_the_markers_of_uncommitted_records_in_its_last_of
 
 
 async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics) -> None:
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics, enabled=False)
+    await prepare(bootstrap, topics, partitions=1, enabled=False)
     async with running(topics.settings(bootstrap)) as service:
 
         def channel() -> ChannelSettings | None:
@@ -216,31 +208,32 @@ async def test_settings_changes_apply_mid_stream(bootstrap: str, topics: Topics)
 
         assert (await step(1))["reason"] == "fallback_disabled"
         await put(bootstrap, topics.channels, [(SENDER_KEY, {"enabled": True, "sendNo": SEND_NO})])
-        await until(lambda: (c := channel()) is not None and c.enabled)
+        await eventually(lambda: (c := channel()) is not None and c.enabled)
         assert (await step(2))["status"] == "REQUESTED"
         await put(bootstrap, topics.senders, [(SEND_NO, {"status": "BLOCKED"})])
-        await until(lambda: service.sender_numbers.get(SEND_NO) == "BLOCKED")
+        await eventually(lambda: service.sender_numbers.get(SEND_NO) == "BLOCKED")
         assert (await step(3))["reason"] == "sender_number_blocked"
         await put(bootstrap, topics.senders, [("02-1599-0000", None)])  # tombstone, dashed key
-        await until(lambda: service.sender_numbers.get(SEND_NO) is None)
+        await eventually(lambda: service.sender_numbers.get(SEND_NO) is None)
         assert (await step(4))["reason"] == "sender_number_unregistered"
         # An invalid record is ignored: the previous value stays in force.
         await put(bootstrap, topics.channels, [(SENDER_KEY, {"enabled": "yes"})])
-        await until(
+        await eventually(
             lambda: sample(service, "fallback_table_invalid_records_total", table="channels") == 1
         )
         current = channel()
         assert current is not None and current.enabled
         await put(bootstrap, topics.channels, [(SENDER_KEY, None)])
-        await until(lambda: channel() is None)
+        await eventually(lambda: channel() is None)
         # Every channel record was read: the seed, the change, the invalid one, the tombstone.
-        await until(lambda: sample(service, "fallback_table_records_total", table="channels") == 4)
+        await eventually(
+            lambda: sample(service, "fallback_table_records_total", table="channels") == 4
+        )
         assert (await step(5))["reason"] == "channel_not_configured"
 
 
 async def test_duplicates_skipped_across_restart(bootstrap: str, topics: Topics) -> None:
-    await create_topics(bootstrap, topics)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics)
     settings = topics.settings(bootstrap)
     async with running(settings):
         await put(bootstrap, topics.input, [("R1:1", event_dict())])
@@ -251,24 +244,22 @@ async def test_duplicates_skipped_across_restart(bootstrap: str, topics: Topics)
         await put(bootstrap, topics.input, [("other-key", event_dict()), ("x", event_dict())])
         outcomes = values(await read(bootstrap, topics.events, 3))
     assert [(o["status"], o["reason"]) for o in outcomes[1:]] == [("SKIPPED", "duplicate")] * 2
-    assert len(await read_all(bootstrap, topics.output)) == 1
+    assert len(await read_to_end(bootstrap, topics.output)) == 1
 
 
 async def test_duplicates_in_one_batch(bootstrap: str, topics: Topics) -> None:
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     await put(bootstrap, topics.input, [("k", event_dict())] * 5)
     async with running(topics.settings(bootstrap)):
         outcomes = values(await read(bootstrap, topics.events, 5))
     assert [o["status"] for o in outcomes] == ["REQUESTED"] + ["SKIPPED"] * 4
-    assert len(await read_all(bootstrap, topics.output)) == 1
+    assert len(await read_to_end(bootstrap, topics.output)) == 1
 
 
 async def test_two_instances_split_partitions_without_duplicates(
     bootstrap: str, topics: Topics
 ) -> None:
-    await create_topics(bootstrap, topics, partitions=6)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=6)
     settings = topics.settings(bootstrap)
     async with running(settings) as a, running(settings) as b:
 
@@ -281,7 +272,7 @@ async def test_two_instances_split_partitions_without_duplicates(
             mine, theirs = owned(a, topics.input), owned(b, topics.input)
             return bool(mine and theirs and len(mine | theirs) == 6)
 
-        await until(lambda: split() and a.readiness() is None and b.readiness() is None, 30)
+        await eventually(lambda: split() and a.readiness() is None and b.readiness() is None, 30)
         assert not owned(a, topics.input) & owned(b, topics.input)
         # Co-partitioned: each instance has the same numbers of the repartition topic.
         for s in (a, b):
@@ -293,7 +284,13 @@ async def test_two_instances_split_partitions_without_duplicates(
         # not own them: they are routed to the owner and skipped there.
         await put(bootstrap, topics.input, [(f"again-{i}", e) for i, e in enumerate(events)])
         outcomes = values(await read(bootstrap, topics.events, 120))
-        await asyncio.sleep(0.3)
+
+        def observed() -> bool:  # every batch is observed after its commit, a moment later
+            total = sum(sample(s, "fallback_batch_records_sum") for s in (a, b))
+            forwarded = sum(sample(s, "fallback_routed_total") for s in (a, b))
+            return forwarded > 0 and total == 120 + forwarded
+
+        await eventually(observed, 10, "both instances observed every batch")
         handled_a = sample(a, "fallback_batch_records_sum")
         handled_b = sample(b, "fallback_batch_records_sum")
         routed = sample(a, "fallback_routed_total") + sample(b, "fallback_routed_total")
@@ -308,7 +305,7 @@ async def test_two_instances_split_partitions_without_duplicates(
         entries = sum(
             sample(s, "fallback_dedupe_entries", partition=str(p)) for s in (a, b) for p in range(6)
         )
-    requests = values(await read_all(bootstrap, topics.output))
+    requests = values(await read_to_end(bootstrap, topics.output))
     assert sorted(r["fallbackId"] for r in requests) == sorted(f"R{i}:1" for i in range(60))
     assert sum(o["status"] == "SKIPPED" and o["reason"] == "duplicate" for o in outcomes) == 60
     assert handled_a > 0 and handled_b > 0
@@ -317,21 +314,23 @@ async def test_two_instances_split_partitions_without_duplicates(
 
 
 async def test_commits_follow_outputs(bootstrap: str, topics: Topics) -> None:
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     settings = topics.settings(bootstrap)
     await put(bootstrap, topics.input, [(None, event_dict(recipientSeq=i)) for i in range(1, 11)])
     async with running(settings):
         await read(bootstrap, topics.events, 10)
-        await asyncio.sleep(0.3)
-    assert await committed(bootstrap, settings.group_id, topics.input) == {0: 10}
+        # The commit follows the outcomes: it comes, and it covers all ten.
+        await eventually_value(
+            lambda: committed(bootstrap, settings.group_id, topics.input),
+            lambda offsets: offsets == {0: 10},
+            10,
+        )
 
 
 async def test_a_failing_batch_is_read_again_not_lost(
     bootstrap: str, topics: Topics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     from service.pipeline.batch import Batch
     from service.pipeline.processor import Processor
 
@@ -351,38 +350,44 @@ async def test_a_failing_batch_is_read_again_not_lost(
         outcomes = values(await read(bootstrap, topics.events, 2))
         await put(bootstrap, topics.input, [(None, event_dict(recipientSeq=3))])
         outcomes = values(await read(bootstrap, topics.events, 3))
-        await asyncio.sleep(0.3)
+        await eventually_value(
+            lambda: committed(bootstrap, settings.group_id, topics.input),
+            lambda offsets: offsets == {0: 3},
+            10,
+        )
     assert failures == [1]
     assert [o["fallbackId"] for o in outcomes] == ["R1:1", "R1:2", "R1:3"]
     assert await committed(bootstrap, settings.group_id, topics.input) == {0: 3}
 
 
 async def test_a_rebalance_moves_the_state(bootstrap: str, topics: Topics) -> None:
-    await create_topics(bootstrap, topics, partitions=4)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=4)
     settings = topics.settings(bootstrap)
     events = [(f"M{i}:1", event_dict(requestId=f"M{i}")) for i in range(40)]
     async with running(settings) as a:
         await put(bootstrap, topics.input, events)
         await read(bootstrap, topics.events, 40)
         async with running(settings) as b:  # b joins: half of a's partitions move to b
-            await until(lambda: len(b.requested.states) == 2 and len(a.requested.states) == 2, 30)
+            await eventually(
+                lambda: len(b.requested.states) == 2 and len(a.requested.states) == 2, 30
+            )
             assert set(a.requested.states).isdisjoint(b.requested.states)
             # b restored the markers a wrote for the partitions it took over.
-            moved = [fid for fid, _ in events if b.requested.owner(fid.encode()) in b.requested.states]
+            moved = [
+                fid for fid, _ in events if b.requested.owner(fid.encode()) in b.requested.states
+            ]
             assert moved and all(fid in b.requested for fid in moved)
             await put(bootstrap, topics.input, events)  # the same events, the same keys
             outcomes = values(await read(bootstrap, topics.events, 80))
     assert sum(o["reason"] == "duplicate" for o in outcomes) == 40
-    assert len(await read_all(bootstrap, topics.output)) == 40
+    assert len(await read_to_end(bootstrap, topics.output)) == 40
 
 
 async def test_markers_of_the_previous_layout_are_kept(bootstrap: str, topics: Topics) -> None:
     """Before sharding, markers were written keyed by fallbackId with the default partitioner
     to a changelog partitioned like the input: that is the owner partition, so an upgraded
     service finds every one of them."""
-    await create_topics(bootstrap, topics, partitions=3)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=3)
     settings = topics.settings(bootstrap)
     from service.kafka.admin import ensure_internal_topic
 
@@ -404,15 +409,14 @@ async def test_markers_of_the_previous_layout_are_kept(bootstrap: str, topics: T
         )
         outcomes = values(await read(bootstrap, topics.events, 30))
     assert [o["reason"] for o in outcomes] == ["duplicate"] * 30
-    assert await read_all(bootstrap, topics.output) == []
+    assert await read_to_end(bootstrap, topics.output) == []
 
 
 async def test_header_values_that_are_not_utf8_lose_nothing(bootstrap: str, topics: Topics) -> None:
     """A header value that is not UTF-8, or null, used to fail the whole batch before the
     handler ran (records lost); now every record ends as an outcome or a dead letter, and a dead
     letter keeps every header as it came."""
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     async with running(topics.settings(bootstrap)):
         async with producer(bootstrap) as p:
             await p.send_and_wait(topics.input, orjson.dumps(event_dict(recipientSeq=1)))
@@ -436,8 +440,7 @@ async def test_header_values_that_are_not_utf8_lose_nothing(bootstrap: str, topi
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 async def test_compressed_batches_are_read(bootstrap: str, topics: Topics, codec: str) -> None:
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     from aiokafka import AIOKafkaProducer
 
     compressed = AIOKafkaProducer(
@@ -468,8 +471,7 @@ async def test_no_log_line_carries_a_whole_phone_number(
     from tests.processes import service_process, wait_ready
 
     numbers = ["010-3456-7890", "02-9876-5432", "010-5555-4444", "010-1234-5678"]
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     # A channel record that does not validate, a sender-number key that is not a number.
     bad_channel = {"enabled": "yes", "sendNo": "02-9876-5432"}
     await put(bootstrap, topics.channels, [("sk-bad", bad_channel)])
@@ -500,7 +502,9 @@ async def test_no_log_line_carries_a_whole_phone_number(
         )
         await read(bootstrap, topics.events, 1)
         await read(bootstrap, topics.dlq, 3)
-        await asyncio.sleep(0.5)
+        await eventually(  # the log lines follow the commit
+            lambda: "dead-lettered" in log.read_text() and "010****5678" in log.read_text()
+        )
         p.send_signal(signal.SIGTERM)
         await asyncio.to_thread(p.wait, 15)
     lines = log.read_text().splitlines()
@@ -533,8 +537,7 @@ async def test_an_input_record_too_large_for_the_dlq_is_dead_lettered_cut(
                 NewTopic(topics.dlq, 1, 1, topic_configs={"max.message.bytes": "300000"}),
             ]
         )
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     huge = b'{"requestId": "' + b"x" * 1_100_000 + b'"}'
     big = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4_000_000)
     await big.start()

@@ -24,6 +24,7 @@ from tests.conftest import KAFKA_OVERRIDES, start_kafka
 from tests.kafka_helpers import Topics, backlog, read_to_end
 from tests.processes import service_process, wait_ready
 from tests.test_exactly_once import duplicates, progress, wait_progress
+from tests.waiting import eventually_value
 
 pytestmark = pytest.mark.broker
 
@@ -121,12 +122,16 @@ def _ready(port: int) -> int:
 
 
 async def _until_ready_is(port: int, status: int, within: float) -> float:
+    """Seconds until /readyz answers `status`."""
     began = time.monotonic()
-    while time.monotonic() - began < within:
-        if await asyncio.to_thread(_ready, port) == status:
-            return time.monotonic() - began
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"/readyz never answered {status} within {within}s")
+    await eventually_value(
+        lambda: asyncio.to_thread(_ready, port),
+        lambda found: found == status,
+        within,
+        f"/readyz answering {status}",
+        every=0.5,
+    )
+    return time.monotonic() - began
 
 
 async def test_readiness_through_a_20s_freeze_then_sigterm_while_frozen(

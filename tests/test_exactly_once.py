@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,15 @@ from tests.kafka_helpers import (
     committed,
     create_topics,
     fill,
+    prepare,
     put,
     read,
     read_to_end,
     running,
-    seed,
     values,
 )
 from tests.processes import service_process, wait_ready
+from tests.waiting import eventually_value
 
 pytestmark = pytest.mark.broker
 
@@ -46,12 +46,13 @@ async def progress(bootstrap: str, group: str, topic: str) -> int:
 async def wait_progress(
     bootstrap: str, group: str, topic: str, at_least: int, within: float
 ) -> int:
-    deadline = time.monotonic() + within
-    while True:
-        done = await progress(bootstrap, group, topic)
-        if done >= at_least or time.monotonic() > deadline:
-            return done
-        await asyncio.sleep(0.2)
+    """The group's progress once it reaches `at_least`, or where it stands after `within`."""
+    try:
+        return await eventually_value(
+            lambda: progress(bootstrap, group, topic), lambda done: done >= at_least, within
+        )
+    except AssertionError:
+        return await progress(bootstrap, group, topic)
 
 
 def duplicates(keys: list[bytes | None]) -> int:
@@ -133,8 +134,7 @@ async def test_members_joining_and_leaving(kafka: Broker) -> None:
     count = 12_000
     topics = Topics.fresh(kafka.overrides | EXACTLY_ONCE)
     bootstrap = kafka.bootstrap
-    await create_topics(bootstrap, topics, partitions=6)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=6)
     settings = topics.settings(bootstrap, log_outcomes=False, batch_max_records=200)
     group = settings.group_id
     async with running(settings) as a, running(settings):
@@ -153,8 +153,7 @@ async def test_members_joining_and_leaving(kafka: Broker) -> None:
 async def test_republished_input_after_completion(kafka: Broker) -> None:
     topics = Topics.fresh(kafka.overrides | EXACTLY_ONCE)
     bootstrap = kafka.bootstrap
-    await create_topics(bootstrap, topics, partitions=3)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=3)
     settings = topics.settings(bootstrap)
     events = [event_dict(requestId=f"P{i}") for i in range(20)]
     async with running(settings):

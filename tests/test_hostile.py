@@ -21,15 +21,15 @@ from tests.fakes import BAD, RawKey, misbehaving_producer
 from tests.kafka_helpers import (
     Broker,
     Topics,
-    create_topics,
+    prepare,
     producer,
     put,
     read,
-    read_all,
+    read_to_end,
     running,
-    seed,
     values,
 )
+from tests.waiting import eventually, eventually_value
 
 pytestmark = pytest.mark.broker
 
@@ -88,8 +88,7 @@ async def test_every_hostile_record_ends_as_one_outcome_or_one_dead_letter(
         await admin.create_topics(
             [NewTopic(topics.input, 1, 1, topic_configs={"max.message.bytes": "2097152"})]
         )
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     records = hostile_records()
     after = [orjson.dumps(event_dict(requestId=f"AFTER{i}")) for i in range(5)]
     async with running(settings) as service:
@@ -113,15 +112,15 @@ async def test_every_hostile_record_ends_as_one_outcome_or_one_dead_letter(
                     await producer.stop()
         await with_after_producer(bootstrap, topics.input, after)
         total = len(records) + len(after)
+
         # Each record: one outcome or one dead letter; read until the last valid one is in.
-        deadline = asyncio.get_running_loop().time() + 60
-        while True:
-            outcomes = [
-                orjson.loads(r.value) for r in await read_all(bootstrap, topics.events, settle=0.5)
-            ]
-            dead = await read_all(bootstrap, topics.dlq, settle=0.2)
-            if len(outcomes) + len(dead) >= total or asyncio.get_running_loop().time() > deadline:
-                break
+        async def everything() -> tuple[list[Any], list[Any]]:
+            events = [orjson.loads(r.value) for r in await read_to_end(bootstrap, topics.events)]
+            return events, await read_to_end(bootstrap, topics.dlq)
+
+        outcomes, dead = await eventually_value(
+            everything, lambda found: len(found[0]) + len(found[1]) >= total, 60, "every record"
+        )
         assert service.readiness() is None and not service.failed.is_set()
     classes = Counter(c for c, *_ in records)
     print(f"\nhostile classes: {dict(classes)}; outcomes {len(outcomes)}, dead letters {len(dead)}")
@@ -160,8 +159,7 @@ async def test_settings_churn_under_load_every_outcome_matches_a_state_that_exis
     and outcome matches one whole settings state, never a mix of two."""
     topics = Topics.fresh(tansu.overrides)
     bootstrap = tansu.bootstrap
-    await create_topics(bootstrap, topics, partitions=2)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=2)
     await put(bootstrap, topics.senders, [("15880000", {"status": "ACTIVE"})])
     states = [
         {"enabled": True, "sendNo": SEND_NO, "title": "state A"},
@@ -192,8 +190,7 @@ async def test_settings_churn_under_load_every_outcome_matches_a_state_that_exis
             channel = service.channels.entries.get(SENDER_KEY)
             return channel is not None and channel.title in titles
 
-        while not churned():  # noqa: ASYNC110 (polls the service's table)
-            await asyncio.sleep(0.01)
+        await eventually(churned, 20, "the churn reached the service's table", every=0.01)
         async with producer(bootstrap) as p:
             for i in range(count):
                 value = event_dict(requestId=f"C{i}", content="가" * 60 + f" {i}")
@@ -203,7 +200,7 @@ async def test_settings_churn_under_load_every_outcome_matches_a_state_that_exis
         outcomes = values(await read(bootstrap, topics.events, count, within=60))
         stop.set()
         await churner
-        requests = values(await read_all(bootstrap, topics.output, settle=0.5))
+        requests = values(await read_to_end(bootstrap, topics.output))
     assert written > 20
     assert len({o["fallbackId"] for o in outcomes}) == count
     statuses = Counter((o["status"], o["reason"]) for o in outcomes)

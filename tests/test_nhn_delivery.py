@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,20 @@ import pytest
 
 from service.dev.broker import free_port
 from service.dev.nhn_server import NhnServer
+from service.runtime.service import FallbackService
 from tests.kafka_helpers import (
     Broker,
     Topics,
     committed,
-    create_topics,
     fill,
+    prepare,
     read,
-    read_all,
+    read_to_end,
     running,
-    seed,
     values,
 )
 from tests.processes import service_process, wait_ready
+from tests.waiting import eventually, eventually_value
 
 pytestmark = pytest.mark.broker
 
@@ -68,12 +68,16 @@ async def settled(
     return [o for o in outcomes if o["status"] in {"SENT", "FAILED"}]
 
 
+def metric(service: FallbackService, name: str) -> float:
+    """A metric's value through the registry's public API (0 when unset)."""
+    return service.metrics.registry.get_sample_value(name) or 0.0
+
+
 async def test_each_event_is_sent_once_and_settles_sent(
     tansu: Broker, topics: Topics, nhn_server: NhnServer
 ) -> None:
     bootstrap = tansu.bootstrap
-    await create_topics(bootstrap, topics, partitions=2)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=2)
     settings = topics.settings(bootstrap, nhn_base_url=nhn_server.url, **NHN)
     async with running(settings):
         await fill(bootstrap, topics.input, 30)
@@ -84,34 +88,32 @@ async def test_each_event_is_sent_once_and_settles_sent(
     assert sum(1 for o in outcomes if o["status"] == "REQUESTED") == 30
     assert set(nhn_server.accepted.values()) == {1} and len(nhn_server.received) == 30
     # Nothing is published to the output topic: the sink delivered itself.
-    assert await read_all(bootstrap, topics.output, settle=0.3) == []
+    assert await read_to_end(bootstrap, topics.output) == []
 
 
 async def test_an_outage_pauses_the_input_and_everything_is_delivered_after(
     tansu: Broker, topics: Topics, nhn_server: NhnServer
 ) -> None:
     bootstrap = tansu.bootstrap
-    await create_topics(bootstrap, topics, partitions=1)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=1)
     settings = topics.settings(bootstrap, nhn_base_url=nhn_server.url, **NHN)
     group = settings.group_id
     async with running(settings) as service:
         nhn_server.control({"fault": "http", "status": 503, "times": -1})
         await fill(bootstrap, topics.input, 40)
-        deadline = time.monotonic() + 20
-        while "SMS API unavailable" not in (service.readiness() or ""):
-            assert time.monotonic() < deadline, service.readiness()
-            await asyncio.sleep(0.05)
-        assert service.metrics.nhn_breaker_open._value.get() == 1
+        await eventually(
+            lambda: "SMS API unavailable" in (service.readiness() or ""),
+            20,
+            lambda: f"readiness {service.readiness()}",
+        )
+        assert metric(service, "fallback_nhn_breaker_open") == 1
         # The breaker opens during a batch's deliveries; the batch then commits what settled
         # (nothing: offset 0) and is held. From then on the committed offset must stay.
-        while service.metrics.sink_held._value.get() == 0:
-            assert time.monotonic() < deadline, "no batch was held"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: metric(service, "fallback_sink_held_total") > 0, 20, "a hold")
         # While open: no event is taken (the committed offset stays), only probes reach the API.
         before = len(nhn_server.received)
         offset = (await committed(bootstrap, group, topics.input))[0]
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # a window in which nothing may happen: watched, not awaited
         probes = len(nhn_server.received) - before
         assert probes <= 4, probes  # a probe after 1 s, then after 1 s again (the cap)
         assert (await committed(bootstrap, group, topics.input))[0] == offset
@@ -130,8 +132,7 @@ async def test_a_restart_during_an_outage_loses_nothing_and_repeats_nothing(
     tansu: Broker, topics: Topics, nhn_server: NhnServer
 ) -> None:
     bootstrap = tansu.bootstrap
-    await create_topics(bootstrap, topics, partitions=2)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=2)
     port = free_port()
     env = nhn_env(topics, bootstrap, nhn_server, port)
     with service_process(env) as first:
@@ -140,11 +141,13 @@ async def test_a_restart_during_an_outage_loses_nothing_and_repeats_nothing(
         assert len(await settled(bootstrap, topics.events, 40)) == 20
         nhn_server.control({"fault": "http", "status": 503, "times": -1})
         await fill(bootstrap, topics.input, 20, prefix="B", first=20)
-        deadline = time.monotonic() + 20
         readyz = f"http://127.0.0.1:{port}/readyz"
-        while (await asyncio.to_thread(httpx.get, readyz)).status_code != 503:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await eventually_value(
+            lambda: asyncio.to_thread(httpx.get, readyz),
+            lambda answer: answer.status_code == 503,
+            20,
+            "/readyz 503",
+        )
         assert "SMS API unavailable" in (await asyncio.to_thread(httpx.get, readyz)).text
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 10)
@@ -166,8 +169,7 @@ async def test_a_kill_while_sending_repeats_at_most_the_batch_in_flight(
     """What a crash between the API's answer and the marker repeats (§10): the requests of the
     batch in flight that were answered but not yet recorded. Nothing more, nothing lost."""
     bootstrap = tansu.bootstrap
-    await create_topics(bootstrap, topics, partitions=2)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=2)
     port = free_port()
     batch = 100
     env = nhn_env(
@@ -185,24 +187,30 @@ async def test_a_kill_while_sending_repeats_at_most_the_batch_in_flight(
     log = tmp_path / "service.log"
     with service_process(env, output=log) as first:
         await asyncio.to_thread(wait_ready, port, first)
-        deadline = time.monotonic() + 60
-        while len(nhn_server.received) < total // 3:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: len(nhn_server.received) >= total // 3,
+            60,
+            lambda: log.read_text()[-3000:],
+            every=0.02,
+        )
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 10)
     nhn_server.control({"clear": True})
     log2 = tmp_path / "second.log"
     with service_process(env, output=log2) as second:
         await asyncio.to_thread(wait_ready, port, second)
-        deadline = time.monotonic() + 60
-        while len(nhn_server.accepted) < total:
-            assert time.monotonic() < deadline, log2.read_text()[-3000:]
-            await asyncio.sleep(0.1)
-        while True:  # the outcomes follow the API's answers by a batch's writes
-            outcomes = values(await read_all(bootstrap, topics.events, settle=0.5))
-            if len({o["fallbackId"] for o in outcomes}) == total or time.monotonic() > deadline:
-                break
+        await eventually(
+            lambda: len(nhn_server.accepted) >= total, 60, lambda: log2.read_text()[-3000:]
+        )
+        # The outcomes follow the API's answers by a batch's writes.
+        outcomes = values(
+            await eventually_value(
+                lambda: read_to_end(bootstrap, topics.events),
+                lambda records: len({o["fallbackId"] for o in values(records)}) == total,
+                30,
+                "an outcome for every event",
+            )
+        )
         second.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(second.wait, 15) == 0, log2.read_text()[-3000:]
     bodies = nhn_server.accepted
@@ -219,7 +227,7 @@ async def test_a_kill_while_sending_repeats_at_most_the_batch_in_flight(
     requested = {o["fallbackId"] for o in outcomes if o["status"] == "REQUESTED"}
     assert len(sent) == len(requested) == total
     assert {o["status"] for o in outcomes} == {"REQUESTED", "SENT"}
-    raw = Counter(r.value for r in await read_all(bootstrap, topics.events, settle=0.5))
+    raw = Counter(r.value for r in await read_to_end(bootstrap, topics.events))
     by_event = Counter((o["fallbackId"], o["status"]) for o in outcomes)
     assert len(raw) == len(by_event)  # repeats are byte for byte the same
 

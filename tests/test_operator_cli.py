@@ -19,7 +19,7 @@ from tests.kafka_helpers import (
     create_topics,
     put,
     read,
-    read_all,
+    read_to_end,
     seed,
     values,
 )
@@ -54,7 +54,7 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 def records(bootstrap: str, topic: str) -> list[Any]:
-    return asyncio.run(read_all(bootstrap, topic, settle=0.5))
+    return asyncio.run(read_to_end(bootstrap, topic))
 
 
 def test_channels(
@@ -126,6 +126,48 @@ def test_channels(
     ]
 
 
+def test_every_change_is_audited_and_a_change_of_nothing_writes_nothing(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], bootstrap: str, topics: Topics
+) -> None:
+    """§10: one audit record per change (actor, via, table, key, before, after); a put that
+    changes nothing exits 0, says so, and writes neither a table record nor an audit record."""
+    assert cli(capsys, "sendnos", "put", SEND_NO, "--status", "ACTIVE", "--actor", "kim")[0] == 0
+    assert cli(capsys, "channels", "put", "sk-a", "--enabled", "--send-no", SEND_NO)[0] == 0
+    code, out, _ = cli(capsys, "channels", "put", "sk-a")
+    assert code == 0 and "nothing to change" in out
+    code, out, _ = cli(capsys, "channels", "put", "sk-a", "--enabled", "--actor", "lee")
+    assert code == 0 and "unchanged" in out and "nothing written" in out
+    code, out, _ = cli(capsys, "sendnos", "put", SEND_NO, "--status", "active", "--json")
+    assert code == 0 and orjson.loads(out)["changed"] is False
+    assert len(records(bootstrap, topics.channels)) == 1
+    assert len(records(bootstrap, topics.senders)) == 1
+    assert cli(capsys, "channels", "put", "sk-a", "--disabled", "--actor", "park")[0] == 0
+    assert cli(capsys, "channels", "delete", "sk-a", "--actor", "park")[0] == 0
+    audit = records(bootstrap, topics.audit)
+    assert [r.key for r in audit] == [SEND_NO.encode(), b"sk-a", b"sk-a", b"sk-a"]
+    entries = [orjson.loads(r.value) for r in audit]
+    for entry in entries:
+        assert set(entry) == {"at", "actor", "via", "table", "key", "before", "after"}
+        assert entry["via"] == "cli" and entry["at"].endswith("+09:00")
+    shown = [(e["actor"], e["table"], e["before"], e["after"]) for e in entries]
+    default = entries[1]["actor"]
+    assert default  # the operating-system user when --actor is not given
+    assert shown == [
+        ("kim", "sender_numbers", None, {"status": "ACTIVE"}),
+        (default, "channels", None, {"enabled": True, "sendNo": SEND_NO}),
+        (
+            "park",
+            "channels",
+            {"enabled": True, "sendNo": SEND_NO},
+            {"enabled": False, "sendNo": SEND_NO},
+        ),
+        ("park", "channels", {"enabled": False, "sendNo": SEND_NO}, None),
+    ]
+    # A refused change writes no audit record either.
+    assert cli(capsys, "channels", "put", "sk-b", "--enabled", "--send-no", "1")[0] == 1
+    assert len(records(bootstrap, topics.audit)) == 4
+
+
 def test_sendnos(
     capsys: pytest.CaptureFixture[str], env: dict[str, str], bootstrap: str, topics: Topics
 ) -> None:
@@ -136,7 +178,8 @@ def test_sendnos(
     assert records(bootstrap, topics.senders) == []
 
     code, out, _ = cli(capsys, "sendnos", "put", "02-1599-0000", "--status", "active", "--json")
-    assert code == 0 and orjson.loads(out) == {"number": "0215990000", "status": "ACTIVE"}
+    assert code == 0
+    assert orjson.loads(out) == {"number": "0215990000", "status": "ACTIVE", "changed": True}
     assert cli(capsys, "sendnos", "put", "031.777.0000", "--status", "BLOCKED")[0] == 0
     written = records(bootstrap, topics.senders)
     assert sorted(r.key for r in written) == [b"0215990000", b"0317770000"]  # digits only
@@ -162,11 +205,12 @@ def test_topics_create_twice(
         monkeypatch.setenv(name, value)
     code, out, _ = cli(capsys, "topics", "create", "--partitions", "3", "--json")
     first = orjson.loads(out)
-    assert code == 0 and len(first) == 8 and set(first.values()) == {"created"}
+    assert code == 0 and len(first) == 10 and set(first.values()) == {"created"}
+    assert fresh.results in first and fresh.audit in first
     assert f"group-{fresh.input}.dedupe" in first and f"group-{fresh.input}.repartition" in first
     code, out, _ = cli(capsys, "topics", "create", "--partitions", "3")
     assert code == 0
-    assert out.count("exists") == 8 and "created" not in out
+    assert out.count("exists") == 10 and "created" not in out
     usage_error(capsys, "topics", "create", "--partitions", "0")
 
 

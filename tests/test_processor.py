@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -183,12 +183,21 @@ async def test_dedupe_is_caught_up_before_each_batch() -> None:
     assert dedupe.catch_ups == 2
 
 
-def test_clock_is_injected() -> None:
-    moments = [datetime(2026, 11, 25, 3, 0, tzinfo=NOON_KST.tzinfo)]
-    processor, _, _, _ = build()
-    processor.clock = lambda: moments[0]
-    batch = processor.convert([record(event_dict())], processor.clock())
-    assert batch.decisions[0].outcome.processedAt.startswith("2026-11-25T12:00:00")
+async def test_the_clock_is_the_injected_one_for_outcomes_markers_and_settlements() -> None:
+    moments = iter(
+        [
+            datetime(2026, 11, 25, 3, 0, tzinfo=UTC),  # the batch's time
+            datetime(2026, 11, 25, 3, 0, 4, 250_000, tzinfo=UTC),  # when the answers settle
+        ]
+    )
+    processor, _, writer, _ = build(sink=ListSink(_sent))
+    processor.clock = lambda: next(moments)
+    await processor.process([record(event_dict())])
+    marker = orjson.loads(writer.steps[0][0].value or b"")
+    requested, sent = (orjson.loads(w.value or b"") for w in writer.steps[1])
+    assert requested["processedAt"] == "2026-11-25T12:00:00.000+09:00"
+    assert marker["requestedAt"] == "2026-11-25T12:00:00.000+09:00"
+    assert sent["processedAt"] == "2026-11-25T12:00:04.250+09:00"
 
 
 def _owned_by(partition: int, partitions: int) -> list[int]:
@@ -297,7 +306,8 @@ async def test_everything_held_commits_nothing_new() -> None:
     with pytest.raises(Held) as caught:
         await processor.process([record(event_dict(recipientSeq=1), offset=7)])
     assert caught.value.rewind == {TopicPartition("in", 0): 7}
-    assert writer.commits in ([], [{("in", 0): 7}])
+    # The commit is of the first held record's offset: nothing new.
+    assert writer.commits == [{("in", 0): 7}]
     assert all(not step for step in writer.steps)
 
 

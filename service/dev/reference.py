@@ -1,12 +1,13 @@
-"""Generates the configuration reference (`docs/configuration.md`) and `.env.example` from the
-settings class (development only): every variable, its default and its description (the field's
-docstring), grouped by the section comments of `service.config.Settings`.
+"""Generates the references kept in sync with the code (development only): the configuration
+reference (`docs/configuration.md`) and `.env.example` from the settings class, and the README's
+layout (from the packages' and modules' first sentences) and metrics list (from `Metrics`).
 
-`python -m service.dev.reference` writes both; `--check` exits 1 when either is out of date.
+`python -m service.dev.reference` writes them; `--check` exits 1 when one is out of date.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import sys
@@ -17,11 +18,13 @@ from typing import Any
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
+from service import metrics
 from service.config import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "configuration.md"
 ENV_EXAMPLE = ROOT / ".env.example"
+README = ROOT / "README.md"
 _SECTION = re.compile(r"^    # (.+)$")
 _FIELD = re.compile(r"^    (\w+): ")
 
@@ -103,8 +106,68 @@ def env_example() -> str:
     return "\n".join(lines) + "\n"
 
 
+def first_sentence(path: Path) -> str:
+    """The opening sentence of a module's docstring."""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    text = " ".join(doc.split())
+    end = re.search(r"\.(\s|$)", text)
+    return text[: end.start() + 1] if end else text
+
+
+def layout() -> str:
+    """The README's tree of `service/`: each package and module with its first sentence."""
+    base = ROOT / "service"
+    lines = []
+    for path in sorted(base.glob("*.py")):
+        if path.name != "__init__.py":
+            lines.append(f"- `service/{path.name}`: {first_sentence(path)}")
+    for package in sorted(p for p in base.iterdir() if (p / "__init__.py").exists()):
+        lines.append(f"- `service/{package.name}/`: {first_sentence(package / '__init__.py')}")
+        for path in sorted(package.glob("*.py")):
+            if path.name != "__init__.py":
+                lines.append(f"  - `{path.name}`: {first_sentence(path)}")
+    return "\n".join(lines)
+
+
+_METRIC_KINDS = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram"}
+_METRIC_KINDS["BatchHistogram"] = "histogram"
+
+
+def metric_list() -> str:
+    """The README's list of the service's metrics, read from `Metrics.__init__`."""
+    tree = ast.parse(inspect.getsource(metrics.Metrics.__init__).strip())
+    lines = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        kind = _METRIC_KINDS.get(node.func.id)
+        if kind is None:
+            continue
+        name, documentation = (ast.literal_eval(a) for a in node.args[:2])
+        labels = ast.literal_eval(node.args[2]) if len(node.args) > 2 else []
+        shown = name + ("_total" if kind == "counter" else "")
+        if labels:
+            shown += "{" + ",".join(labels) + "}"
+        lines.append(f"- `{shown}` ({kind}): {documentation}")
+    return "\n".join(lines)
+
+
+def _between(text: str, marker: str, body: str) -> str:
+    start, end = f"<!-- {marker}: generated -->", f"<!-- {marker}: end -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{start}\n{body}\n{end}{after}"
+
+
+def readme() -> str:
+    """README.md with its generated parts (layout, metrics) made anew."""
+    text = README.read_text(encoding="utf-8")
+    text = _between(text, "layout", layout())
+    return _between(text, "metrics", metric_list())
+
+
 def main(argv: list[str]) -> int:
-    outputs = {REFERENCE: reference(), ENV_EXAMPLE: env_example()}
+    outputs = {REFERENCE: reference(), ENV_EXAMPLE: env_example(), README: readme()}
     if "--check" in argv:
         stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
         for path in stale:

@@ -76,19 +76,7 @@ class TransactionalWriter:
 
     async def start(self) -> None:
         """Check that the broker serves transactions; refuse to start when it cannot."""
-        probe = self._make_producer(f"{self.group_id}-probe")
-        try:
-            await probe.start()
-        except _UNREACHABLE:
-            raise  # retried by the caller until the broker answers
-        except KafkaError as exc:
-            raise ConfigError(
-                "FALLBACK_PROCESSING_GUARANTEE: exactly-once needs a broker that serves "
-                f"transactions, and this one refused a transactional producer ({exc!r}); "
-                "use at-least-once with this broker"
-            ) from None
-        finally:
-            await probe.stop()
+        await _serves_transactions(self._make_producer(f"{self.group_id}-probe"))
 
     async def stop(self) -> None:
         await self.abandon()
@@ -251,3 +239,19 @@ class TransactionalWriter:
                     await asyncio.wait_for(producer.stop(), 5)
                 except Exception as exc:
                     log.warning("closing producer of %s[%d]: %r", tp.topic, tp.partition, exc)
+
+
+async def _serves_transactions(probe: AIOKafkaProducer) -> None:
+    """Start and stop a transactional producer; a broker that refuses it stops start-up."""
+    try:
+        await probe.start()
+    except _UNREACHABLE:
+        raise  # retried by the caller until the broker answers
+    except KafkaError as exc:
+        raise ConfigError(
+            "FALLBACK_PROCESSING_GUARANTEE: exactly-once needs a broker that serves "
+            f"transactions, and this one refused a transactional producer ({exc!r}); "
+            "use at-least-once with this broker"
+        ) from None
+    finally:
+        await probe.stop()

@@ -6,11 +6,12 @@ offsets are committed it becomes a `Committed` report, the only thing the observ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from service.core.models import Malformed, Outcome
+from service.core.models import Malformed, Outcome, to_json
 from service.core.rules import Decision
-from service.core.settle import SettledOutcome
+from service.core.settle import SettledOutcome, settle
 from service.pipeline.seams import Delivery, Partition, Source, Write
 
 
@@ -47,6 +48,32 @@ class Batch:
         self.replayed += part.replayed
         self.replayed_outcomes += part.replayed_outcomes
         self.offsets.update(part.offsets)
+
+    def settle(self, events_topic: str, now: Callable[[], str]) -> None:
+        """The SENT/FAILED outcome of each request a delivering sink answered (§7), stamped
+        with `now()` (taken once, when there is one)."""
+        settled_at: str | None = None
+        for index, delivery in self.requested_at.items():
+            if delivery.answer is None or delivery.outcome is None:
+                continue
+            settled_at = settled_at or now()
+            settled = settle(delivery.outcome, delivery.answer, settled_at)
+            self.settled.append(settled)
+            self.settlements[index] = Write(
+                events_topic, delivery.key, to_json(settled), source=delivery.source
+            )
+
+    def outcomes_in_order(self) -> list[Write]:
+        """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""
+        if not self.settlements:
+            return self.outcomes
+        outcomes: list[Write] = []
+        for index, write in enumerate(self.outcomes):
+            outcomes.append(write)
+            settled = self.settlements.get(index)
+            if settled is not None:
+                outcomes.append(settled)
+        return outcomes
 
     def committed(self, records: int, elapsed: float) -> Committed:
         """The report of this batch once its offsets are committed."""

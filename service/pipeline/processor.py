@@ -15,6 +15,7 @@ from datetime import datetime
 from service.core.models import (
     OUTCOME,
     ChannelSettings,
+    FailureEvent,
     Malformed,
     SenderNumberStatus,
     outcome_with_event,
@@ -22,8 +23,9 @@ from service.core.models import (
     to_json,
 )
 from service.core.rules import Policy, decide, timestamp
-from service.core.settle import counts_as_requested, settle
+from service.core.settle import counts_as_requested
 from service.pipeline.batch import Batch, Held
+from service.pipeline.held import without_held
 from service.pipeline.observe import Observer
 from service.pipeline.outputs import dead_letter, routed
 from service.pipeline.parts import PART_RECORDS, in_parts
@@ -95,16 +97,8 @@ class Processor:
                 continue
             earlier = fid in pending
             remembered = not earlier and requested.contains(owner, fid)
-            if remembered:
-                at = (record.topic, record.partition, record.offset)
-                again = requested.outcomes_in_flight(at, fid)
-                if again is not None:
-                    # This record's own marker, from a batch cut short: its outcomes again.
-                    outcomes = [outcome_with_event(rest, event) for rest in again]
-                    batch.replayed.append(at)
-                    batch.replayed_outcomes += [OUTCOME.validate_json(o) for o in outcomes]
-                    batch.outcomes += [Write(events_topic, key, o, source=source) for o in outcomes]
-                    continue
+            if remembered and self._replayed(batch, record, event, key):
+                continue
             decision = decide(
                 event,
                 self.channels.get(event.senderKey),
@@ -134,6 +128,20 @@ class Processor:
             batch.decisions.append(decision)
         return batch
 
+    def _replayed(self, batch: Batch, record: InputRecord, event: FailureEvent, key: bytes) -> bool:
+        """Whether `record` is one a crash cut short after its marker: then its outcomes are
+        written again, as they were (§7), and nothing else happens for it."""
+        at = (record.topic, record.partition, record.offset)
+        again = self.requested.outcomes_in_flight(at, event.fallback_id)
+        if again is None:
+            return False
+        outcomes = [outcome_with_event(rest, event) for rest in again]
+        batch.replayed.append(at)
+        batch.replayed_outcomes += [OUTCOME.validate_json(o) for o in outcomes]
+        source = Partition(record.topic, record.partition)
+        batch.outcomes += [Write(self.events_topic, key, o, source=source) for o in outcomes]
+        return True
+
     async def process(self, records: Sequence[InputRecord]) -> None:
         """Hand over, write and commit everything `records` cause, then report it.
 
@@ -154,7 +162,9 @@ class Processor:
             if batch.deliveries:
                 await self.sink.deliver(batch.deliveries)
                 if any(d.held for d in batch.deliveries):
-                    batch, held = self._without_held(records, batch, now)
+                    batch, held = without_held(
+                        records, batch, lambda kept: self.convert(kept, now), self.sink
+                    )
             await self._write(batch, now)
         else:
             batch = await in_parts(
@@ -171,39 +181,6 @@ class Processor:
         self.observer.observe(batch.committed(done, time.monotonic() - started))
         if held is not None:
             raise held
-
-    def _without_held(
-        self, records: Sequence[InputRecord], batch: Batch, now: datetime
-    ) -> tuple[Batch, Held]:
-        """The batch again without the records whose requests the sink held back, with the
-        answers the sink gave for the others, and what to read again.
-
-        A record that repeats a held fallbackId in the same batch is held too: it was decided
-        as a duplicate of a request that has not happened yet.
-        """
-        held_ids = {d.key for d in batch.deliveries if d.held}
-        answered = {d.key: d.answer for d in batch.deliveries if not d.held}
-        kept: list[InputRecord] = []
-        rewind: dict[Partition, int] = {}
-        held = 0
-        for record in records:
-            if _fallback_key(record) in held_ids:
-                tp = Partition(record.topic, record.partition)
-                rewind[tp] = min(rewind.get(tp, record.offset), record.offset)
-                held += 1
-            else:
-                kept.append(record)
-        again = self.convert(kept, now)
-        for delivery in again.deliveries:
-            delivery.answer = answered[delivery.key]
-        done = {
-            (tp, r.offset)
-            for r in kept
-            if (tp := Partition(r.topic, r.partition)) in rewind and r.offset > rewind[tp]
-        }
-        again.offsets.update(rewind)
-        reason = self.sink.unavailable() or "the SMS provider is unavailable"
-        return again, Held(reason, self.sink.retry_in(), rewind, done, held)
 
     async def _write(self, batch: Batch, now: datetime) -> None:
         """After the requests (already with the sink): markers and dead letters, then outcomes."""
@@ -225,7 +202,7 @@ class Processor:
         A marker names its input record and carries the outcomes about to be written for it,
         so that a crash before they are cannot leave the event without them (`service.state`).
         """
-        self._settle(batch)
+        batch.settle(self.events_topic, lambda: timestamp(self.clock()))
         stamp = timestamp(now)
         topic = self.requested.topic
         markers = []
@@ -245,34 +222,5 @@ class Processor:
         if markers or batch.dead_letters:
             await self.writer.write(markers + batch.dead_letters)
 
-    def _settle(self, batch: Batch) -> None:
-        """The SENT/FAILED outcome of each request a delivering sink answered (§7)."""
-        settled_at: str | None = None
-        for index, delivery in batch.requested_at.items():
-            if delivery.answer is None or delivery.outcome is None:
-                continue
-            settled_at = settled_at or timestamp(self.clock())
-            settled = settle(delivery.outcome, delivery.answer, settled_at)
-            batch.settled.append(settled)
-            batch.settlements[index] = Write(
-                self.events_topic, delivery.key, to_json(settled), source=delivery.source
-            )
-
     async def _write_outcomes(self, batch: Batch) -> None:
-        """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""
-        if not batch.settlements:
-            await self.writer.write(batch.outcomes)
-            return
-        outcomes: list[Write] = []
-        for index, write in enumerate(batch.outcomes):
-            outcomes.append(write)
-            settled = batch.settlements.get(index)
-            if settled is not None:
-                outcomes.append(settled)
-        await self.writer.write(outcomes)
-
-
-def _fallback_key(record: InputRecord) -> bytes | None:
-    """The fallbackId of a well-formed input record (parsed again: only when a sink held)."""
-    event = parse_failure_event(record.value)
-    return None if isinstance(event, Malformed) else event.fallback_id.encode()
+        await self.writer.write(batch.outcomes_in_order())

@@ -135,6 +135,18 @@ class Breaker:
         self._probe_taken = True
         return True
 
+    async def admit(self) -> bool:
+        """Whether a request may go out now: always while closed; while probing, only the probe
+        (the others wait for its answer); never while open."""
+        while True:
+            if self.state is BreakerState.CLOSED:
+                return True
+            if self.state is BreakerState.OPEN:
+                return False
+            if self.take_probe():
+                return True
+            await self.probe_done.wait()
+
     def open_for(self) -> float:
         """How long the breaker has been open (0 when closed)."""
         return 0.0 if self.opened_at is None else self._clock() - self.opened_at

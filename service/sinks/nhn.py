@@ -62,21 +62,8 @@ class NhnSink:
 
     async def start(self) -> None:
         api = self.api
-        headers = {
-            "X-Secret-Key": api.secret_key.get_secret_value(),
-            "Content-Type": nhn.CONTENT_TYPE,
-            "Accept": "application/json",
-        }
         for _ in range(api.concurrency):
-            client = httpx.AsyncClient(
-                base_url=api.base_url,
-                headers=headers,
-                timeout=httpx.Timeout(api.timeout_seconds),
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                transport=self._transport,
-                follow_redirects=False,
-                trust_env=False,
-            )
+            client = _client(api, self._transport)
             self._clients.append(client)
             self.lanes.put_nowait(client)
         log.info(
@@ -122,19 +109,6 @@ class NhnSink:
         finally:
             self.lanes.put_nowait(client)
 
-    async def _may_send(self) -> bool:
-        """Whether a request may go out now: always while closed; while probing, only the probe
-        (the others wait for its answer); never while open."""
-        breaker = self.breaker
-        while True:
-            if breaker.state is BreakerState.CLOSED:
-                return True
-            if breaker.state is BreakerState.OPEN:
-                return False
-            if breaker.take_probe():
-                return True
-            await breaker.probe_done.wait()
-
     async def _attempts(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
         api = self.api
         request = delivery.request
@@ -146,7 +120,7 @@ class NhnSink:
         breaker = self.breaker
         attempt = 0
         while True:
-            if not await self._may_send():
+            if not await breaker.admit():
                 delivery.held = True
                 return
             await self.bucket.take()
@@ -156,22 +130,7 @@ class NhnSink:
             )
             if answer.verdict in (nhn.Verdict.ACCEPTED, nhn.Verdict.REJECTED):
                 breaker.answered()
-                delivery.answer = ProviderAnswer(
-                    self.name,
-                    answer.verdict is nhn.Verdict.ACCEPTED,
-                    answer.request_id,
-                    answer.result_code,
-                    answer.result_message,
-                    attempt,
-                )
-                if answer.verdict is nhn.Verdict.REJECTED:
-                    log.warning(
-                        "%s to %s refused by the SMS API: %s %s",
-                        request.fallbackId,
-                        mask_number(request.recipientNo),
-                        answer.result_code if answer.result_code is not None else "",
-                        answer.result_message,
-                    )
+                delivery.answer = _answered(self.name, delivery, answer, attempt)
                 return
             if answer.verdict is nhn.Verdict.ACCOUNT:
                 code = f"{answer.result_code} " if answer.result_code is not None else ""
@@ -188,15 +147,7 @@ class NhnSink:
             if attempt >= api.max_attempts or self._clock() + wait >= deadline:
                 if breaker.answered_since(started):
                     # The API answers others: this request is the problem, not the API.
-                    delivery.answer = ProviderAnswer(
-                        self.name, None, None, answer.result_code, answer.result_message, attempt
-                    )
-                    log.warning(
-                        "%s: no answer from the SMS API after %d attempts: %s",
-                        request.fallbackId,
-                        attempt,
-                        answer.result_message,
-                    )
+                    delivery.answer = _unanswered(self.name, delivery, answer, attempt)
                 else:
                     # Nobody got an answer all this time: the API is down, not this request.
                     breaker.open(answer.result_message)
@@ -249,3 +200,47 @@ class NhnSink:
             )
         elif state is BreakerState.CLOSED:
             log.warning("SMS API answers again: input resumed")
+
+
+def _client(api: NhnApi, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    """One lane: a client holding one keep-alive connection to the API."""
+    return httpx.AsyncClient(
+        base_url=api.base_url,
+        headers={
+            "X-Secret-Key": api.secret_key.get_secret_value(),
+            "Content-Type": nhn.CONTENT_TYPE,
+            "Accept": "application/json",
+        },
+        timeout=httpx.Timeout(api.timeout_seconds),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        transport=transport,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def _answered(name: str, delivery: Delivery, answer: nhn.Answer, attempt: int) -> ProviderAnswer:
+    """The provider's answer to a message it took or refused (refusals logged, masked)."""
+    accepted = answer.verdict is nhn.Verdict.ACCEPTED
+    if not accepted:
+        log.warning(
+            "%s to %s refused by the SMS API: %s %s",
+            delivery.request.fallbackId,
+            mask_number(delivery.request.recipientNo),
+            answer.result_code if answer.result_code is not None else "",
+            answer.result_message,
+        )
+    return ProviderAnswer(
+        name, accepted, answer.request_id, answer.result_code, answer.result_message, attempt
+    )
+
+
+def _unanswered(name: str, delivery: Delivery, answer: nhn.Answer, attempt: int) -> ProviderAnswer:
+    """No answer within the retry budget while the API answers others (FAILED unavailable)."""
+    log.warning(
+        "%s: no answer from the SMS API after %d attempts: %s",
+        delivery.request.fallbackId,
+        attempt,
+        answer.result_message,
+    )
+    return ProviderAnswer(name, None, None, answer.result_code, answer.result_message, attempt)
