@@ -24,17 +24,12 @@ async def eventually(
     every: float = 0.05,
 ) -> None:
     """Return once `condition()` (sync or async) is true; fail after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
+
+    async def check() -> bool:
         found = condition()
-        if not isinstance(found, bool):
-            found = await found
-        if found:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(f"not within {within}s: {_said(what)}")
-        await asyncio.sleep(every)
+        return found if isinstance(found, bool) else await found
+
+    await eventually_value(check, bool, within, what, every)
 
 
 async def eventually_value(

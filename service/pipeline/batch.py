@@ -36,7 +36,7 @@ class Batch:
     malformed: list[tuple[Source, Malformed]] = field(default_factory=list)
     settled: list[SettledOutcome] = field(default_factory=list)
     # Owner partition and id of each fallback whose marker was written.
-    marked: list[tuple[int, str]] = field(default_factory=list)
+    marked: list[tuple[int, tuple[int, int]]] = field(default_factory=list)
     offsets: dict[Partition, int] = field(default_factory=dict)
 
     def absorb(self, part: Batch) -> None:

@@ -96,7 +96,8 @@ class Processor:
                 batch.routed += 1
                 continue
             earlier = fid in pending
-            remembered = not earlier and requested.contains(owner, fid)
+            digest = requested.digest(key)
+            remembered = not earlier and requested.contains(owner, digest)
             if remembered and self._replayed(batch, record, event, key):
                 continue
             decision = decide(
@@ -119,6 +120,7 @@ class Processor:
                     record.offset,
                     key,
                     owner,
+                    digest,
                 )
                 batch.deliveries.append(delivery)
                 batch.requested_at[len(batch.outcomes)] = delivery
@@ -218,7 +220,7 @@ class Processor:
                 fid, stamp, (d.source.topic, d.source.partition, d.offset), outcomes
             )
             markers.append(Write(topic, d.key, value, [], d.source, d.owner))
-            batch.marked.append((d.owner, fid))
+            batch.marked.append((d.owner, d.digest))
         if markers or batch.dead_letters:
             await self.writer.write(markers + batch.dead_letters)
 

@@ -140,6 +140,7 @@ class Delivery:
     offset: int = -1
     key: bytes = b""
     owner: int = 0
+    digest: tuple[int, int] = (0, 0)
 
 
 class Sink(Protocol):
@@ -191,7 +192,12 @@ class Dedupe(Protocol):
         """The input partition that owns the fallback whose id's UTF-8 bytes are `key`."""
         ...
 
-    def contains(self, partition: int, fallback_id: str) -> bool: ...
+    def digest(self, key: bytes) -> tuple[int, int]:
+        """What the state keeps of a fallbackId (`key`, its UTF-8 bytes): computed once per
+        record, for the lookup and for remembering it."""
+        ...
+
+    def contains(self, partition: int, fallback_id: str | tuple[int, int]) -> bool: ...
 
     def outcomes_in_flight(self, source: Source, fallback_id: str) -> list[bytes] | None:
         """The outcomes written for `fallback_id` by this very input record before a crash cut
@@ -203,7 +209,9 @@ class Dedupe(Protocol):
 
     async def catch_up(self) -> None: ...
 
-    def remember(self, marked: list[tuple[int, str]], now_ms: int) -> None: ...
+    def remember(self, marked: Sequence[tuple[int, str | tuple[int, int]]], now_ms: int) -> None:
+        """Remember the fallbacks (ids or digests) whose markers are committed, by owner."""
+        ...
 
     @staticmethod
     def marker(

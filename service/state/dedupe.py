@@ -30,7 +30,7 @@ from typing import Any
 from service.kafka.options import keyed_partition
 from service.pipeline.seams import Source
 from service.state import markers
-from service.state.digests import DigestSet
+from service.state.digests import Digest, DigestSet, digest
 from service.state.restore import InFlight, Restore, read_changelog
 
 log = logging.getLogger("fallback.dedupe")
@@ -83,8 +83,13 @@ class PartitionedDedupe:
         """The input partition that owns the fallback whose id's UTF-8 bytes are `key`."""
         return keyed_partition(key, self.partitions)
 
-    def contains(self, partition: int, fallback_id: str) -> bool:
-        """Whether `fallback_id`, owned by `partition`, was already requested."""
+    @staticmethod
+    def digest(key: bytes) -> Digest:
+        """The digest the state keeps for the fallbackId whose UTF-8 bytes are `key`."""
+        return digest(key)
+
+    def contains(self, partition: int, fallback_id: str | Digest) -> bool:
+        """Whether `fallback_id` (or its digest), owned by `partition`, was already requested."""
         state = self.states.get(partition)
         return state is not None and fallback_id in state
 
@@ -113,9 +118,9 @@ class PartitionedDedupe:
         # writes: there is nothing to read between batches.
         return None
 
-    def remember(self, marked: list[tuple[int, str]], now_ms: int) -> None:
-        """Remember fallbacks this replica requested, with their owner partitions (their
-        markers are committed)."""
+    def remember(self, marked: Sequence[tuple[int, str | Digest]], now_ms: int) -> None:
+        """Remember fallbacks (ids or digests) this replica requested, with their owner
+        partitions (their markers are committed)."""
         at = now_ms // 1000
         for partition, fid in marked:
             state = self.states.get(partition)

@@ -10,6 +10,16 @@ import numpy as np
 _MERGE_EVERY = 4096  # recent additions kept in a dict before they join the sorted arrays
 
 
+# A fallbackId's 128-bit BLAKE2b digest, as two 64-bit halves.
+Digest = tuple[int, int]
+
+
+def digest(key: bytes) -> Digest:
+    """The digest of a fallbackId's UTF-8 bytes, as the set keeps it (computed once per record
+    of a batch: the lookup and the later `add` share it)."""
+    return _digest(key)
+
+
 def _digest(key: bytes) -> tuple[int, int]:
     raw = hashlib.blake2b(key, digest_size=16).digest()
     return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
@@ -36,9 +46,12 @@ class DigestSet:
         return self._hi.nbytes + self._lo.nbytes + self._at.nbytes + 160 * len(self._recent)
 
     def __contains__(self, fallback_id: object) -> bool:
-        if not isinstance(fallback_id, str):
+        if isinstance(fallback_id, str):
+            hi, lo = _digest(fallback_id.encode())
+        elif isinstance(fallback_id, tuple):
+            hi, lo = fallback_id
+        else:
             return False
-        hi, lo = _digest(fallback_id.encode())
         return (hi, lo) in self._recent or self._index(hi, lo) >= 0
 
     def _index(self, hi: int, lo: int) -> int:
@@ -52,9 +65,10 @@ class DigestSet:
             i += 1
         return -1
 
-    def add(self, fallback_id: str, at_seconds: int) -> None:
-        """Remember `fallback_id` as requested at `at_seconds` (keeps the latest time)."""
-        hi, lo = _digest(fallback_id.encode())
+    def add(self, fallback_id: str | Digest, at_seconds: int) -> None:
+        """Remember `fallback_id` (or its digest) as requested at `at_seconds` (keeps the latest
+        time)."""
+        hi, lo = _digest(fallback_id.encode()) if isinstance(fallback_id, str) else fallback_id
         at = max(int(at_seconds), 1)
         i = self._index(hi, lo)
         if i >= 0:
