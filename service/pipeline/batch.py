@@ -6,12 +6,12 @@ offsets are committed it becomes a `Committed` report, the only thing the observ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from service.core.models import Malformed, Outcome, to_json
 from service.core.rules import Decision
-from service.core.settle import SettledOutcome, settle
+from service.core.settle import SettledOutcome, counts_as_requested, settle
 from service.pipeline.seams import Delivery, Partition, Source, Write
 
 
@@ -62,6 +62,29 @@ class Batch:
             self.settlements[index] = Write(
                 events_topic, delivery.key, to_json(settled), source=delivery.source
             )
+
+    def markers(
+        self,
+        topic: str,
+        stamp: str,
+        marker: Callable[[str, str, Source, Sequence[bytes]], bytes],
+    ) -> list[Write]:
+        """The "requested" marker of each fallback that counts as requested (§5.1 rule 1), for
+        its owner partition of `topic`, carrying the outcomes about to be written for it; they
+        are `marked` from now on."""
+        markers = []
+        for index, d in self.requested_at.items():
+            if not counts_as_requested(d.answer):
+                continue
+            outcomes = [self.outcomes[index].value or b""]
+            settled = self.settlements.get(index)
+            if settled is not None:
+                outcomes.append(settled.value or b"")
+            source = (d.source.topic, d.source.partition, d.offset)
+            value = marker(d.request.fallbackId, stamp, source, outcomes)
+            markers.append(Write(topic, d.key, value, [], d.source, d.owner))
+            self.marked.append((d.owner, d.digest))
+        return markers
 
     def outcomes_in_order(self) -> list[Write]:
         """The outcomes, each SENT/FAILED one right after its REQUESTED one (same key)."""

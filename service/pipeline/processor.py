@@ -23,7 +23,6 @@ from service.core.models import (
     to_json,
 )
 from service.core.rules import Policy, decide, timestamp
-from service.core.settle import counts_as_requested
 from service.pipeline.batch import Batch, Held
 from service.pipeline.held import without_held
 from service.pipeline.observe import Observer
@@ -79,22 +78,11 @@ class Processor:
         for record in records:
             source = Partition(record.topic, record.partition)
             batch.offsets[source] = record.offset + 1
-            event = parse_failure_event(record.value)
-            if isinstance(event, Malformed):
-                batch.dead_letters.append(
-                    dead_letter(record, event, self.dlq_topic, self.dlq_max_bytes)
-                )
-                batch.malformed.append(((record.topic, record.partition, record.offset), event))
+            owned = self._owned_event(batch, record)
+            if owned is None:
                 continue
+            event, key, owner = owned
             fid = event.fallback_id
-            key = fid.encode()
-            owner = requested.owner(key)
-            if owner != record.partition:
-                # Not this partition's fallback: its state lives with its owner. Forward it
-                # there, as it is; the owner decides it (and its offset here is done).
-                batch.dead_letters.append(routed(record, key, owner, self.repartition_topic))
-                batch.routed += 1
-                continue
             earlier = fid in pending
             digest = requested.digest(key)
             remembered = not earlier and requested.contains(owner, digest)
@@ -129,6 +117,28 @@ class Processor:
             )
             batch.decisions.append(decision)
         return batch
+
+    def _owned_event(
+        self, batch: Batch, record: InputRecord
+    ) -> tuple[FailureEvent, bytes, int] | None:
+        """The record's event, its fallbackId's bytes and owner partition when this partition
+        owns it; otherwise None, and the record is a dead letter (§8) or forwarded to its
+        owner through the repartition topic (its offset here is done either way)."""
+        event = parse_failure_event(record.value)
+        if isinstance(event, Malformed):
+            batch.dead_letters.append(
+                dead_letter(record, event, self.dlq_topic, self.dlq_max_bytes)
+            )
+            batch.malformed.append(((record.topic, record.partition, record.offset), event))
+            return None
+        key = event.fallback_id.encode()
+        owner = self.requested.owner(key)
+        if owner != record.partition:
+            # Not this partition's fallback: its state lives with its owner, which decides it.
+            batch.dead_letters.append(routed(record, key, owner, self.repartition_topic))
+            batch.routed += 1
+            return None
+        return event, key, owner
 
     def _replayed(self, batch: Batch, record: InputRecord, event: FailureEvent, key: bytes) -> bool:
         """Whether `record` is one a crash cut short after its marker: then its outcomes are
@@ -205,22 +215,7 @@ class Processor:
         so that a crash before they are cannot leave the event without them (`service.state`).
         """
         batch.settle(self.events_topic, lambda: timestamp(self.clock()))
-        stamp = timestamp(now)
-        topic = self.requested.topic
-        markers = []
-        for index, d in batch.requested_at.items():
-            if not counts_as_requested(d.answer):
-                continue
-            outcomes = [batch.outcomes[index].value or b""]
-            settled = batch.settlements.get(index)
-            if settled is not None:
-                outcomes.append(settled.value or b"")
-            fid = d.request.fallbackId
-            value = self.requested.marker(
-                fid, stamp, (d.source.topic, d.source.partition, d.offset), outcomes
-            )
-            markers.append(Write(topic, d.key, value, [], d.source, d.owner))
-            batch.marked.append((d.owner, d.digest))
+        markers = batch.markers(self.requested.topic, timestamp(now), self.requested.marker)
         if markers or batch.dead_letters:
             await self.writer.write(markers + batch.dead_letters)
 
