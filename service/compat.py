@@ -1,10 +1,10 @@
 """Every reach into the internals of aiokafka, FastStream and click, in one place.
 
 Each reach says why it is needed, the upstream issue, the versions it was checked against and
-when to remove it. `self_check()` runs at start-up (`service.runtime.compose`, the CLI's
-`main`): when an upgrade has moved a target, start-up stops naming this module, instead of the
-workaround silently doing nothing. The dependency pins in `pyproject.toml` carry the same
-reasons.
+when to remove it. `self_check()` runs at the process entry (`service.cli.main`, before any
+verb, `run` included): when an upgrade has moved a target, start-up stops naming this module,
+instead of the workaround silently doing nothing. The dependency pins in `pyproject.toml`
+carry the same reasons.
 
 1. aiokafka's fetcher, for header keys that are not UTF-8 (contract §8). The Kafka protocol
    calls a header key a string; aiokafka decodes it strictly as UTF-8 in its compiled reader, and
@@ -19,18 +19,19 @@ reasons.
    (`refresh_metadata`). Checked: aiokafka 0.14.0. Remove when the consumer offers one.
 3. FastStream's batch parser decodes every header value as UTF-8 for its own message, and a
    value that is not UTF-8 (or null) fails the whole batch before the handler runs
-   (ag2ai/faststream#2458). `tolerant_headers` is a two-argument custom parser: FastStream parses
-   copies with readable headers, the handler gets the records as they came. Checked: FastStream
-   0.7.8. Remove when #2458 is fixed in the pinned range.
+   (ag2ai/faststream#2458, open; a fix is proposed in PR #2459). `tolerant_headers` is a
+   two-argument custom parser: FastStream parses copies with readable headers, the handler gets
+   the records as they came. Checked: FastStream 0.7.8. Remove when #2458 is fixed in the
+   pinned range.
+4. Typer 0.2x vendors its own click (`typer._click`): its usage errors are not click's class.
+   `USAGE_ERRORS` holds both families. Checked: typer 0.27.1, click 8.5.1. Remove when the
+   CLI is plain Typer or plain click.
 5. FastStream warns "Auto create topics is disabled. Make sure the topics exist." at every start
    when topic creation is off, whether the topics exist or not. The service checks its topics
    itself and says only what is true (`service.runtime.service`), so `quiet_topic_warning` drops
    that one line (matched by its text). Checked: FastStream 0.7.8
    (`faststream/kafka/subscriber/usecase.py`, `_ensure_topics`). Remove when FastStream checks
-   before it warns.
-4. Typer 0.2x vendors its own click (`typer._click`): its usage errors are not click's class.
-   `USAGE_ERRORS` holds both families. Checked: typer 0.27.1, click 8.5.1. Remove when the
-   CLI is plain Typer or plain click.
+   before it warns. Not self-checked: should the text change, the warning merely shows again.
 """
 
 from __future__ import annotations
