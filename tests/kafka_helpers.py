@@ -179,11 +179,15 @@ async def read(
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     """The partitions of `topic`, once the consumer's metadata knows it (a new topic may lag)."""
-    parts = consumer.partitions_for_topic(topic)
-    while not parts:
+
+    async def known() -> bool:
+        if consumer.partitions_for_topic(topic):
+            return True
         await refresh_metadata(consumer)
-        parts = consumer.partitions_for_topic(topic)
-    return set(parts)
+        return bool(consumer.partitions_for_topic(topic))
+
+    await eventually(known, 20, f"topic {topic} in the metadata")
+    return set(consumer.partitions_for_topic(topic))
 
 
 def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:

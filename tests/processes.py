@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,22 +31,20 @@ def start(env: dict[str, str], *argv: str, output: Path | None = None) -> subpro
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) -> list[int]:
     """Poll /readyz until 200; returns every status seen."""
-    seen = []
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    seen: list[int] = []
+
+    def ready() -> bool:
         if process.poll() is not None:
             said = process.stdout.read().decode() if process.stdout else "(see its output file)"
             raise AssertionError(f"exited with {process.returncode}: {said}")
         try:
-            status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code
+            seen.append(httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code)
         except httpx.HTTPError:
-            time.sleep(0.05)
-            continue
-        seen.append(status)
-        if status == 200:
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"not ready within {within}s: {seen}")
+            return False
+        return seen[-1] == 200
+
+    eventually_sync(ready, within, lambda: f"/readyz 200 (seen {seen})")
+    return seen
 
 
 def until_metric(port: int, sample: str, within: float = 20) -> None:

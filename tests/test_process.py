@@ -23,6 +23,7 @@ from tests.kafka_helpers import (
     values,
 )
 from tests.processes import PROGRAMS, service_process, wait_ready
+from tests.waiting import eventually_value
 
 pytestmark = pytest.mark.broker
 
@@ -43,8 +44,9 @@ async def test_killed_between_publish_and_commit(bootstrap: str, topics: Topics)
     # After restart the event comes back: its outcome is written again, unchanged (the marker
     # names this very record), and no second SMS is requested.
     async with running(topics.settings(bootstrap)):
-        outcomes = await read(bootstrap, topics.events, 2)
-        await asyncio.sleep(0.5)
+        await read(bootstrap, topics.events, 2)
+    # Stopped (the batch in flight finished first): everything it wrote is there to read.
+    outcomes = await read_to_end(bootstrap, topics.events)
     assert len(outcomes) == 2 and outcomes[0].value == outcomes[1].value
     assert values(outcomes)[0]["status"] == "REQUESTED"
     assert len(await read_to_end(bootstrap, topics.output)) == 1
@@ -131,8 +133,12 @@ async def test_http_endpoints(bootstrap: str, topics: Topics) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/healthz")).status_code == 200
             assert (await client.get("/readyz")).text == "ready\n"
-            await asyncio.sleep(0.3)
-            metrics = (await client.get("/metrics")).text
+            counted = 'fallback_outcomes_total{reason="",status="REQUESTED"} 1.0'
+            # Counted once committed, a moment after the outcome is readable.
+            answer = await eventually_value(
+                lambda: client.get("/metrics"), lambda got: counted in got.text, 10, counted
+            )
+            metrics = answer.text
             assert (await client.get("/nope")).status_code == 404
         p.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(p.wait, 15) == 0
