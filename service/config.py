@@ -53,7 +53,8 @@ class LogFormat(StrEnum):
 @dataclass(frozen=True, slots=True)
 class KafkaConnection:
     """The slice of the settings every Kafka client needs: where the brokers are and how to
-    authenticate. `service.kafka.client_options` turns it into aiokafka keyword arguments."""
+    authenticate. `service.kafka.options.client_options` turns it into aiokafka's keyword
+    arguments."""
 
     bootstrap_servers: str
     client_id: str
