@@ -91,9 +91,8 @@ class MemoryDedupe(PartitionedDedupe):
         )
         for m in markers:
             owner = self.owner(m.key or b"")
+            self.states[owner].add((m.key or b"").decode(), 1)
             restore.feed(owner, [record(m.value, key=m.key, headers=tuple(m.headers))])
-        for partition, state in restore.states().items():
-            self.states[partition].load(*state.export())
         self.in_flight.update(restore.in_flight)
 
 

@@ -278,8 +278,7 @@ async def backlog(
     """Fresh topics (3 partitions), a configured channel and `count` events waiting; and the
     environment of a service process to drain them: its HTTP port and FALLBACK_* variables."""
     topics = Topics.fresh(overrides)
-    await create_topics(bootstrap, topics, partitions=3)
-    await seed(bootstrap, topics)
+    await prepare(bootstrap, topics, partitions=3)
     await fill(bootstrap, topics.input, count)
     port = free_port()
     variables = topics.env(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -77,9 +77,9 @@ class GroupConsumer:
     def running(self) -> Any:
         return self._find()
 
-    def assignment(self) -> set[Partition]:
+    def assignment(self) -> Collection[Partition]:
         consumer = self._find()
-        return set() if consumer is None else set(consumer.assignment())
+        return () if consumer is None else consumer.assignment()
 
     def seek(self, targets: Mapping[Partition, int]) -> None:
         consumer = self._find()

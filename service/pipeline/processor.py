@@ -102,13 +102,11 @@ class Processor:
                 delivery = Delivery(
                     decision.request,
                     source,
-                    None,
-                    False,
-                    decision.outcome,
-                    record.offset,
-                    key,
-                    owner,
-                    digest,
+                    outcome=decision.outcome,
+                    offset=record.offset,
+                    key=key,
+                    owner=owner,
+                    digest=digest,
                 )
                 batch.deliveries.append(delivery)
                 batch.requested_at[len(batch.outcomes)] = delivery

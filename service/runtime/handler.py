@@ -95,10 +95,9 @@ class BatchHandler:
 
     async def _handle(self, records: Sequence[InputRecord]) -> bool:
         """Handle one batch; True when it failed and is to be read again after a backoff."""
-        owned = self.positions.owned(records, self.consumer.assignment())
-        if owned is None:
-            owned = list(records)
-        elif len(owned) < len(records):
+        kept = self.positions.owned(records, self.consumer.assignment())
+        owned: Sequence[InputRecord] = records if kept is None else kept
+        if len(owned) < len(records):
             log.info(
                 "dropped %d fetched records already done or owned elsewhere",
                 len(records) - len(owned),

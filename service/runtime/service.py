@@ -97,7 +97,6 @@ class FallbackService:
             on_unwritable=metrics.unwritable.inc,
         )
         self.failed = self.handler.failed
-        self.batch_lock = self.handler.lock
         exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         listener = Rebalance(
             lock=self.handler.lock,
@@ -147,14 +146,15 @@ class FallbackService:
                 s.input_topic,
             )
             partitions = 1
-        for topic in internal_topics(s):
+        internal = internal_topics(s)
+        for topic in internal:
             await ensure_internal_topic(
                 s, topic.variable, topic.name, partitions=partitions, config=topic.config
             )
         # A topic created a moment ago has no leader yet for a while: the first write would
         # wait for its request timeout and fail (NotLeaderForPartition). Wait here instead.
         await wait_for_leaders(
-            s, [s.output_topic, s.events_topic, s.dlq_topic, *(t.name for t in internal_topics(s))]
+            s, [s.output_topic, s.events_topic, s.dlq_topic, *(t.name for t in internal)]
         )
         self.requested.start(partitions)
         self.processor.dlq_max_bytes = await max_message_bytes(s, s.dlq_topic)

@@ -17,11 +17,7 @@ Digest = tuple[int, int]
 def digest(key: bytes) -> Digest:
     """The digest of a fallbackId's UTF-8 bytes, as the set keeps it (computed once per record
     of a batch: the lookup and the later `add` share it)."""
-    return _digest(key)
-
-
-def _digest(key: bytes) -> tuple[int, int]:
-    raw = hashlib.blake2b(key, digest_size=16).digest()
+    raw = digest_key(key)
     return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
 
 
@@ -47,7 +43,7 @@ class DigestSet:
 
     def __contains__(self, fallback_id: object) -> bool:
         if isinstance(fallback_id, str):
-            hi, lo = _digest(fallback_id.encode())
+            hi, lo = digest(fallback_id.encode())
         elif isinstance(fallback_id, tuple):
             hi, lo = fallback_id
         else:
@@ -68,7 +64,7 @@ class DigestSet:
     def add(self, fallback_id: str | Digest, at_seconds: int) -> None:
         """Remember `fallback_id` (or its digest) as requested at `at_seconds` (keeps the latest
         time)."""
-        hi, lo = _digest(fallback_id.encode()) if isinstance(fallback_id, str) else fallback_id
+        hi, lo = digest(fallback_id.encode()) if isinstance(fallback_id, str) else fallback_id
         at = max(int(at_seconds), 1)
         i = self._index(hi, lo)
         if i >= 0:
@@ -113,12 +109,6 @@ class DigestSet:
         last = np.ones(len(his), dtype=bool)
         last[:-1] = (his[1:] != his[:-1]) | (los[1:] != los[:-1])
         self._store(his[last], los[last], ats[last])
-
-    def export(self) -> tuple[bytes, np.ndarray]:
-        """Every entry as `load` takes them: 16 digest bytes each, and their seconds."""
-        self._merge()
-        halves = np.stack([self._hi, self._lo], axis=1).astype(">u8")
-        return halves.tobytes(), self._at.copy()
 
     def prune(self, horizon_seconds: int) -> int:
         """Forget entries requested before `horizon_seconds`; returns how many."""
