@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.core.results import Deadlines
 from service.core.rules import Limits, Policy, QuietHours, Registry, parse_duration
 from service.core.text import Charset, Unencodable
 
@@ -248,6 +249,30 @@ class Settings(BaseSettings):
     nhn_breaker_max_seconds: float = Field(30.0, gt=0, le=3600)
     """nhn: longest wait between two probes of an unavailable API."""
 
+    # Delivery results (§11)
+    delivery_results: bool = False
+    """`on`: read the results topic and end each requested fallback with DELIVERED,
+    UNDELIVERED or EXPIRED (§7); with the nhn sink, collect NHN's results too. `off`: stop at
+    REQUESTED/SENT."""
+    result_deadline_sms: str = "25h"
+    """An SMS with no result this long after its request is EXPIRED `no_result` (`s`, `m`, `h`,
+    `d`; NHN's own limit is 25 h)."""
+    result_deadline_lms: str = "80h"
+    """The same for an LMS (NHN's own limit is 80 h)."""
+    result_early_window: str = "10m"
+    """A result for a fallback not requested yet is kept this long for its request, then counted
+    `never_requested`."""
+    result_sweep_seconds: float = Field(30.0, gt=0, le=60)
+    """How often the owner looks for fallbacks past their deadline (EXPIRED within a minute)."""
+    nhn_results_poll_seconds: float = Field(10.0, gt=0, le=3600)
+    """nhn with results on: how often NHN's `message-results` is polled."""
+    alert_delivery_rate: float = Field(0.9, ge=0, le=1)
+    """Exported as `fallback_delivery_rate_threshold`: the shipped alert fires when the last
+    hour's delivery rate falls below it."""
+    nhn_webhook_signature: SecretStr | None = None
+    """nhn with results on: the `X-Toast-Webhook-Signature` NHN's `MESSAGE_RESULT_UPDATE` webhook
+    sends to `POST /webhooks/nhn`; unset: the webhook is refused (401)."""
+
     # Operation
     http_port: int = Field(8080, ge=0, le=65535)
     """Port of /healthz, /readyz and /metrics."""
@@ -296,6 +321,20 @@ class Settings(BaseSettings):
     @classmethod
     def _max_age(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+    @field_validator("result_deadline_sms", "result_deadline_lms", "result_early_window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if parse_duration(value) is None:
+            raise ValueError("expected a duration such as 25h, 90m or 3d")
+        return value
+
+    @field_validator("delivery_results", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() not in {"on", "off", "true", "false"}:
+            raise ValueError("expected on or off")
         return value
 
     @model_validator(mode="after")
@@ -384,6 +423,19 @@ class Settings(BaseSettings):
             breaker_threshold=self.nhn_breaker_threshold,
             breaker_max_seconds=self.nhn_breaker_max_seconds,
         )
+
+    def deadlines(self) -> Deadlines:
+        """FALLBACK_RESULT_DEADLINE_SMS and _LMS (§11)."""
+        sms = parse_duration(self.result_deadline_sms)
+        lms = parse_duration(self.result_deadline_lms)
+        assert sms is not None and lms is not None  # the validators refuse empty ones
+        return Deadlines(sms, lms)
+
+    @property
+    def early_window_ms(self) -> int:
+        window = parse_duration(self.result_early_window)
+        assert window is not None
+        return int(window.total_seconds() * 1000)
 
     def policy(self) -> Policy:
         """The conversion policy these settings describe."""

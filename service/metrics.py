@@ -180,3 +180,68 @@ class Metrics:
             "Requests held back (read again later) because the SMS API was unavailable",
             registry=r,
         )
+        # Delivery results (§11)
+        self.results = Counter(
+            "fallback_results",
+            "Final outcomes by status (DELIVERED, UNDELIVERED, EXPIRED) and the provider that "
+            "reported the result (empty for EXPIRED and results that name none)",
+            ["status", "provider"],
+            registry=r,
+        )
+        self.results_ignored = Counter(
+            "fallback_results_ignored",
+            "Results that made no outcome: later (the fallback was final already), expired "
+            "(after its deadline), never_requested (unknown past the early window)",
+            ["why"],
+            registry=r,
+        )
+        self.result_latency = Histogram(
+            "fallback_result_latency_seconds",
+            "From the failure to the handset's result (latencyMs of DELIVERED and UNDELIVERED)",
+            buckets=(
+                1,
+                2,
+                5,
+                10,
+                30,
+                60,
+                120,
+                300,
+                600,
+                1800,
+                3600,
+                6 * 3600,
+                25 * 3600,
+                80 * 3600,
+            ),
+            registry=r,
+        )
+        self.awaited = Gauge(
+            "fallback_results_awaited",
+            "Requested fallbacks awaiting their result, on the partitions this replica owns",
+            registry=r,
+        )
+        self.awaited_bytes = Gauge(
+            "fallback_results_awaited_bytes",
+            "Memory of the awaited set (all owned partitions)",
+            registry=r,
+        )
+        self.delivery_rate_threshold = Gauge(
+            "fallback_delivery_rate_threshold",
+            "FALLBACK_ALERT_DELIVERY_RATE: the alert fires when the last hour's DELIVERED share "
+            "of final outcomes falls below it",
+            registry=r,
+        )
+        self.collected = Counter(
+            "fallback_results_collected",
+            "Results a collector wrote to the results topic, by provider and how they came "
+            "(poll, webhook)",
+            ["provider", "via"],
+            registry=r,
+        )
+        self.webhook_calls = Counter(
+            "fallback_webhook_calls",
+            "Provider webhook calls by provider and answer (200, 401, 400, 503)",
+            ["provider", "code"],
+            registry=r,
+        )

@@ -37,6 +37,10 @@ class Status(StrEnum):
     REJECTED = "REJECTED"
     SENT = "SENT"
     FAILED = "FAILED"
+    # Final outcomes with delivery results on (§7, §11).
+    DELIVERED = "DELIVERED"
+    UNDELIVERED = "UNDELIVERED"
+    EXPIRED = "EXPIRED"
 
 
 class Reason(StrEnum):
@@ -63,6 +67,9 @@ class Reason(StrEnum):
     # Settlement by a sink that delivers itself (§7, §10): FAILED outcomes.
     PROVIDER_REJECTED = "provider_rejected"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
+    # Final outcomes (§7, §11): the carrier gave up; no result came by the deadline.
+    UNDELIVERED = "undelivered"
+    NO_RESULT = "no_result"
 
 
 SKIP_REASONS = frozenset(
@@ -79,6 +86,9 @@ SKIP_REASONS = frozenset(
 
 # Reasons that only settlement gives (FAILED outcomes of a delivering sink), never `decide`.
 SETTLEMENT_REASONS = frozenset({Reason.PROVIDER_REJECTED, Reason.PROVIDER_UNAVAILABLE})
+
+# Reasons of the final outcomes that delivery results give (§11), never `decide`.
+RESULT_REASONS = frozenset({Reason.UNDELIVERED, Reason.NO_RESULT})
 
 
 class DeadLetterError(StrEnum):

@@ -35,12 +35,16 @@ def subscribe(
 ) -> Any:
     """Subscribe `handler` to batches of the input and repartition topics; the subscriber."""
     exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+    # With delivery results on, their topic too: partition p of it holds (with the default
+    # partitioner and as many partitions) the results of the fallbacks partition p owns.
+    results = (settings.results_topic,) if settings.delivery_results else ()
     subscriber = broker.subscriber(
         settings.input_topic,
         # Events that arrived on a partition that does not own them come back here, to the
         # same partition number as their owner; the range assignor gives partition p of both
         # topics to the same member (co-partitioning, as Kafka Streams does).
         settings.repartition_topic_name,
+        *results,
         partition_assignment_strategy=(RangePartitionAssignor,),
         group_id=settings.group_id,
         batch=True,

@@ -12,6 +12,7 @@ import logging
 from prometheus_client import Counter
 
 from service.core.models import MessageKind, Outcome, Status
+from service.core.results import FinalOutcome
 from service.core.rules import Decision
 from service.logs import mask_number
 from service.metrics import Metrics
@@ -59,6 +60,15 @@ class Observer:
             )
         if done.routed:
             metrics.routed.inc(done.routed)
+        for final in done.finals:
+            self._count(final)
+            delivery = final.delivery
+            provider = (delivery.provider or "") if delivery is not None else ""
+            metrics.results.labels(final.status.value, provider).inc()
+            if delivery is not None:
+                metrics.result_latency.observe(delivery.latencyMs / 1000)
+        for why in done.ignored:
+            metrics.results_ignored.labels(why.value).inc()
         metrics.batch_size.observe(done.records)
         metrics.processing.observe_many(done.elapsed, done.records)
 
@@ -70,7 +80,7 @@ class Observer:
         if replaced_chars:
             metrics.replaced_chars.inc(replaced_chars)
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count(self, outcome: Outcome | FinalOutcome) -> None:
         reason = outcome.reason.value if outcome.reason else ""
         counter = self._outcome_counters.get((outcome.status, reason))
         if counter is None:

@@ -62,8 +62,9 @@ async def in_parts(
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    for part in parts:  # a part knows its markers once written
+    for part in parts:  # a part knows its markers (and what they change) once written
         whole.marked += part.marked
+        whole.results.merge(part.results)
     return whole
 
 

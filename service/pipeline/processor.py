@@ -22,12 +22,20 @@ from service.core.models import (
     parse_failure_event,
     to_json,
 )
-from service.core.rules import Policy, decide, timestamp
-from service.pipeline.batch import Batch, Held
+from service.core.results import (
+    Awaited,
+    Deadlines,
+    DeliveryResult,
+    deadline_s,
+    parse_delivery_result,
+)
+from service.core.rules import Policy, decide, failed_at, timestamp
+from service.pipeline.batch import Batch, Held, Seen
 from service.pipeline.held import without_held
 from service.pipeline.observe import Observer
 from service.pipeline.outputs import dead_letter, routed
 from service.pipeline.parts import PART_RECORDS, in_parts
+from service.pipeline.results import ResultSteps
 from service.pipeline.seams import Dedupe, Delivery, InputRecord, Partition, Sink, Write, Writer
 
 
@@ -48,6 +56,8 @@ class Processor:
         writer: Writer,
         observer: Observer,
         clock: Callable[[], datetime],
+        results: ResultSteps | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.policy = policy
         self.events_topic = events_topic
@@ -60,6 +70,10 @@ class Processor:
         self.writer = writer
         self.observer = observer
         self.clock = clock
+        # With delivery results on (§11): result and expiry records, and the deadlines.
+        self.results = results
+        self.deadlines = deadlines or Deadlines()
+        self._seen = Seen()
         # The DLQ topic's record limit, read at start-up (`service.kafka.admin`).
         self.dlq_max_bytes = 1_048_576
 
@@ -72,12 +86,20 @@ class Processor:
         converted one after the other share it); it gains this part's.
         """
         batch = Batch()
-        pending = set() if pending is None else pending
+        if pending is None:
+            pending, self._seen = set(), Seen()
+        batch.results.seen = self._seen
         requested = self.requested
         events_topic = self.events_topic
+        steps = self.results
         for record in records:
             source = Partition(record.topic, record.partition)
             batch.offsets[source] = record.offset + 1
+            if steps is not None:
+                kind = steps.reads(record)
+                if kind is not None:
+                    steps.read(kind, record, batch, now)
+                    continue
             owned = self._owned_event(batch, record)
             if owned is None:
                 continue
@@ -108,6 +130,8 @@ class Processor:
                     owner=owner,
                     digest=digest,
                 )
+                if steps is not None:
+                    self._awaits(batch, delivery, event, record.timestamp, now)
                 batch.deliveries.append(delivery)
                 batch.requested_at[len(batch.outcomes)] = delivery
             batch.outcomes.append(
@@ -115,6 +139,30 @@ class Processor:
             )
             batch.decisions.append(decision)
         return batch
+
+    def _awaits(
+        self, batch: Batch, delivery: Delivery, event: FailureEvent, received_ms: int, now: datetime
+    ) -> None:
+        """What a new request will await (§11), and a result that came before it."""
+        request = delivery.request
+        failed = failed_at(event, received_ms)
+        delivery.awaits = Awaited(
+            request.fallbackId,
+            event.senderKey,
+            request.type,
+            int(failed.timestamp() * 1000) if failed is not None else received_ms,
+            deadline_s(now, request.type, self.deadlines),
+        )
+        seen = batch.results.seen
+        seen.requested[request.fallbackId] = delivery
+        early: DeliveryResult | None = seen.early.pop(request.fallbackId, None)
+        if early is None and self.results is not None:
+            kept = self.results.awaiting.early(delivery.owner, delivery.digest)
+            parsed = parse_delivery_result(kept)
+            early = parsed if isinstance(parsed, DeliveryResult) else None
+        if early is not None:
+            delivery.early = early
+            seen.finished.add(request.fallbackId)
 
     def _owned_event(
         self, batch: Batch, record: InputRecord
@@ -166,6 +214,7 @@ class Processor:
         # Markers written by other replicas before this batch count: read up to them.
         await self.requested.catch_up()
         now = self.clock()
+        self._seen = Seen()
         held: Held | None = None
         if self.sink.delivers or len(records) <= PART_RECORDS:
             batch = self.convert(records, now)
@@ -185,6 +234,8 @@ class Processor:
         await self.writer.commit(batch.offsets)
         # Only now are the markers final (in exactly-once mode they were part of a transaction).
         self.requested.remember(batch.marked, int(now.timestamp() * 1000))
+        if self.results is not None:
+            self.results.awaiting.apply(batch.results.changes, int(now.timestamp() * 1000))
         if batch.replayed:
             self.requested.forget_in_flight(batch.replayed)
         done = len(records) - (held.held if held is not None else 0)
@@ -194,8 +245,8 @@ class Processor:
 
     async def _write(self, batch: Batch, now: datetime) -> None:
         """After the requests (already with the sink): markers and dead letters, then outcomes."""
-        if not batch.deliveries:
-            await self.writer.write(batch.dead_letters + batch.outcomes)
+        if not batch.deliveries and not batch.results.markers:
+            await self.writer.write(batch.dead_letters + batch.outcomes_in_order())
             return
         await self._mark(batch, now)
         await self._write_outcomes(batch)
@@ -213,6 +264,8 @@ class Processor:
         so that a crash before they are cannot leave the event without them (`service.state`).
         """
         batch.settle(self.events_topic, lambda: timestamp(self.clock()))
+        if self.results is not None:
+            batch.finish_early(self.events_topic, self.clock())
         markers = batch.markers(self.requested.topic, timestamp(now), self.requested.marker)
         if markers or batch.dead_letters:
             await self.writer.write(markers + batch.dead_letters)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from service.core.models import Outcome, SmsRequest
+from service.core.results import Awaited, DeliveryResult
 from service.core.settle import ProviderAnswer
 
 
@@ -141,6 +142,11 @@ class Delivery:
     key: bytes = b""
     owner: int = 0
     digest: tuple[int, int] = (0, 0)
+    # With delivery results on (§11): what it will await once requested, and a result that
+    # came before it (applied as soon as its marker is written). `marked`: its marker is.
+    awaits: Awaited | None = None
+    early: DeliveryResult | None = None
+    marked: bool = False
 
 
 class Sink(Protocol):
@@ -215,5 +221,35 @@ class Dedupe(Protocol):
 
     @staticmethod
     def marker(
-        fallback_id: str, requested_at: str, source: Source, outcomes: Sequence[bytes]
+        fallback_id: str,
+        requested_at: str,
+        source: Source,
+        outcomes: Sequence[bytes],
+        awaits: Awaited | None = None,
+        final: str | None = None,
     ) -> bytes: ...
+
+
+@dataclass(slots=True)
+class ResultChanges:
+    """What a batch changes in the results state (§11), applied once it is committed: by owner
+    partition and digest, the fallbacks now awaited, those now final (with their status), and
+    early results (their record's value) kept for their request."""
+
+    awaiting: list[tuple[int, tuple[int, int], Awaited]] = field(default_factory=list)
+    finals: list[tuple[int, tuple[int, int], str]] = field(default_factory=list)
+    early: list[tuple[int, tuple[int, int], bytes]] = field(default_factory=list)
+
+
+class Awaiting(Protocol):
+    """What the owned fallbacks await (§11): `service.state.awaited.Results`."""
+
+    def awaited(
+        self, partition: int, digest: tuple[int, int], fallback_id: str
+    ) -> Awaited | None: ...
+
+    def expired(self, partition: int, digest: tuple[int, int]) -> bool: ...
+
+    def early(self, partition: int, digest: tuple[int, int]) -> bytes | None: ...
+
+    def apply(self, changes: ResultChanges, now_ms: int) -> None: ...

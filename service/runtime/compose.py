@@ -24,12 +24,16 @@ from service.kafka.writer import AcknowledgedWriter
 from service.metrics import Metrics
 from service.pipeline.observe import Observer
 from service.pipeline.processor import Processor
+from service.pipeline.results import ResultSteps
 from service.pipeline.seams import Sink, Writer
 from service.runtime.health import Health
 from service.runtime.service import FallbackService, Tables
+from service.runtime.sweep import Sweep
 from service.sinks.kafka import KafkaSink
+from service.state.awaited import Results
 from service.state.dedupe import PartitionedDedupe
 from service.state.digests import DigestSet
+from service.state.markers import early_marker, final_marker
 from service.state.tables import Table, decode_channel, decode_sender_number
 
 
@@ -54,6 +58,11 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
             metrics.dedupe_entries.labels(str(partition)).set(len(state))
         metrics.dedupe_bytes.set(sum(state.nbytes for state in states.values()))
 
+    results = None
+    if settings.delivery_results:
+        results = Results(settings.deadlines(), settings.early_window_ms)
+        metrics.awaited.set_function(lambda: len(results))
+        metrics.awaited_bytes.set_function(lambda: results.nbytes)
     return Tables(
         channels=Table(
             "channels",
@@ -80,6 +89,7 @@ def build_tables(settings: Settings, options: dict[str, Any], metrics: Metrics) 
             # A crash leaves about one batch of markers in flight per partition (a held batch
             # of the nhn sink, two): room for several.
             in_flight_limit=max(20_000, 4 * settings.batch_max_records),
+            results=results,
         ),
     )
 
@@ -169,6 +179,19 @@ def build_service(
         sink = build_sink(settings, writer, metrics)
     if tables is None:
         tables = build_tables(settings, options, metrics)
+    steps = None
+    if tables.requested.results is not None:
+        steps = ResultSteps(
+            results_topic=settings.results_topic,
+            repartition_topic=settings.repartition_topic_name,
+            events_topic=settings.events_topic,
+            dlq_topic=settings.dlq_topic,
+            requested=tables.requested,
+            awaiting=tables.requested.results,
+            final_marker=final_marker,
+            early_marker=early_marker,
+        )
+    metrics.delivery_rate_threshold.set(settings.alert_delivery_rate)
     processor = Processor(
         policy=settings.policy(),
         events_topic=settings.events_topic,
@@ -181,9 +204,28 @@ def build_service(
         writer=writer,
         observer=Observer(metrics, log_outcomes=settings.log_outcomes),
         clock=clock,
+        results=steps,
+        deadlines=settings.deadlines(),
     )
+    sweep = None
+    results = tables.requested.results
+    if results is not None:
+        exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+        sweep = Sweep(
+            results,
+            changelog=settings.dedupe_topic_name,
+            repartition=settings.repartition_topic_name,
+            consumer_options={**options, "isolation_level": "read_committed"}
+            if exactly_once
+            else options,
+            make_producer=lambda: make_producer(settings, options),
+            deadlines=settings.deadlines(),
+            every=settings.result_sweep_seconds,
+            on_never_requested=metrics.results_ignored.labels("never_requested").inc,
+        )
     return FallbackService(
         settings,
+        sweep=sweep,
         broker=build_broker(settings, options, metrics),
         processor=processor,
         tables=tables,

@@ -35,6 +35,7 @@ from service.runtime.health import Health
 from service.runtime.http import make_http_app
 from service.runtime.positions import Positions
 from service.runtime.rebalance import Rebalance
+from service.runtime.sweep import Sweep
 from service.runtime.watch import watch
 from service.state.dedupe import PartitionedDedupe
 from service.state.tables import Table
@@ -68,8 +69,11 @@ class FallbackService:
         metrics: Metrics,
         stopping: asyncio.Event,
         health: Health | None = None,
+        sweep: Sweep | None = None,
     ) -> None:
         self.settings = settings
+        self.sweep = sweep
+        self._sweeping: asyncio.Task[None] | None = None
         self.health = health or Health()
         self.broker = broker
         self.processor = processor
@@ -158,12 +162,22 @@ class FallbackService:
         )
         self.requested.start(partitions)
         self.processor.dlq_max_bytes = await max_message_bytes(s, s.dlq_topic)
+        if self.processor.results is not None:
+            self.processor.results.dlq_max_bytes = self.processor.dlq_max_bytes
+            if await partition_count(s, s.results_topic) is None:
+                log.warning(
+                    "results topic %s does not exist yet (FALLBACK_RESULTS_TOPIC): results are "
+                    "read once it does; create it with `fallback-service topics create`",
+                    s.results_topic,
+                )
         tables = self.tables.all()
         await asyncio.gather(*(t.start() for t in tables))
         await asyncio.gather(*(t.wait_loaded() for t in tables))
         await self.broker.start()
         self.writer.attach(self.subscriber.consumer)
         self.consuming = True
+        if self.sweep is not None:
+            self._sweeping = asyncio.create_task(self.sweep.run(self.stopping), name="sweep")
         self._monitor = asyncio.create_task(
             watch(
                 s.kafka(),
@@ -197,6 +211,10 @@ class FallbackService:
         self.restored.set()  # wake a handler waiting for a restore that will not come
         if self._monitor is not None:
             self._monitor.cancel()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            with logged("expiry sweep"):
+                await asyncio.wait_for(asyncio.gather(self._sweeping, return_exceptions=True), 1)
         self.flow.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within

@@ -27,9 +27,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from service.core.results import Awaited
 from service.kafka.options import keyed_partition
 from service.pipeline.seams import Source
 from service.state import markers
+from service.state.awaited import Results
 from service.state.digests import Digest, DigestSet, digest
 from service.state.restore import InFlight, Restore, read_changelog
 
@@ -58,6 +60,7 @@ class PartitionedDedupe:
         monotonic: Callable[[], float] = time.monotonic,
         on_change: Callable[[dict[int, DigestSet]], None] = lambda states: None,
         in_flight_limit: int = 20_000,
+        results: Results | None = None,
     ) -> None:
         self.topic = topic
         self.partitions = 0  # the input's partition count, set by `start`
@@ -75,6 +78,8 @@ class PartitionedDedupe:
         # moved back by hand; those records count as duplicates, as before this was kept.
         self.in_flight: InFlight = {}
         self.in_flight_limit = in_flight_limit
+        # With delivery results on (§11): what the owned fallbacks await, restored with them.
+        self.results = results
 
     def start(self, partitions: int) -> None:
         self.partitions = partitions
@@ -140,10 +145,15 @@ class PartitionedDedupe:
 
     @staticmethod
     def marker(
-        fallback_id: str, requested_at: str, source: Source, outcomes: Sequence[bytes]
+        fallback_id: str,
+        requested_at: str,
+        source: Source,
+        outcomes: Sequence[bytes],
+        awaits: Awaited | None = None,
+        final: str | None = None,
     ) -> bytes:
         """The changelog value of one requested fallback (`service.state.markers`)."""
-        return markers.marker(fallback_id, requested_at, source, outcomes)
+        return markers.marker(fallback_id, requested_at, source, outcomes, awaits, final)
 
     async def restore(
         self, partitions: Iterable[int], committed: Mapping[Any, int | None] = {}
@@ -170,12 +180,17 @@ class PartitionedDedupe:
                 # Where each partition's last `in_flight_limit` offsets begin (see `in_flight`).
                 tails={p: end - limit if floors else end for p, end in ends.items()},
                 room=limit - len(self.in_flight),
+                results=self.results,
+                now_ms=int(self._wall_clock() * 1000),
+                ends=ends,
             )
 
         restored = await read_changelog(self._options, self.topic, wanted, make)
         states = restored.states()
         self.in_flight.update(restored.in_flight)
         self.states.update(states)
+        if self.results is not None:
+            self.results.install(restored.results_states())
         self._on_change(self.states)
         if restored.beyond_limit:
             log.warning(
@@ -196,5 +211,7 @@ class PartitionedDedupe:
         gone = set(partitions)
         for p in gone:
             self.states.pop(p, None)
+        if self.results is not None:
+            self.results.drop(gone)
         self.in_flight = {s: v for s, v in self.in_flight.items() if s[1] not in gone}
         self._on_change(self.states)

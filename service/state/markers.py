@@ -1,17 +1,24 @@
-"""The dedupe changelog's marker format: one record per requested fallback, key fallbackId.
+"""The dedupe changelog's record formats, key fallbackId: the "requested" marker of each requested
+fallback, and with delivery results on (§11) its final marker and the early results kept for it.
 
-A marker names the input record that requested it (`source`, the value's first field, so that a
-restore finds it without parsing JSON), when, and the outcomes written for it, less the event's
-own fields (`service.core.models.outcome_without_event`): markers are read on every restore.
+Every value begins with the input record that wrote it (`source`, so that a restore finds it
+without parsing JSON); the next field says what it is: `await` (a requested fallback awaiting
+its result: type, failure time, deadline, channel), `final` (its final outcome is written),
+`early` (a result that came before its request), or `fallbackId` (a requested fallback that
+awaits nothing: results off, or a marker from before they existed). A marker carries the
+outcomes written for it, less the event's own fields (`outcome_without_event`) when an event
+wrote it, whole when a result or an expiry did: markers are read on every restore.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 import orjson
 
-from service.core.models import outcome_without_event
+from service.core.models import MessageKind, outcome_without_event
+from service.core.results import Awaited
 from service.pipeline.seams import Source
 
 # A marker's value begins with its input record's `topic/partition/offset` (topic names have
@@ -19,17 +26,113 @@ from service.pipeline.seams import Source
 _SOURCE = b'{"source":"'
 
 
-def marker(fallback_id: str, requested_at: str, source: Source, outcomes: Sequence[bytes]) -> bytes:
-    """The changelog value of one requested fallback (its key is the fallbackId)."""
-    topic, partition, offset = source
+class MarkerKind(StrEnum):
+    """What a changelog record says of its fallback (the field after `source`)."""
+
+    REQUESTED = "fallbackId"
+    AWAITING = "await"
+    FINAL = "final"
+    EARLY = "early"
+
+
+def marker(
+    fallback_id: str,
+    requested_at: str,
+    source: Source,
+    outcomes: Sequence[bytes],
+    awaits: Awaited | None = None,
+    final: str | None = None,
+) -> bytes:
+    """The changelog value of one requested fallback (its key is the fallbackId): awaiting a
+    result (`awaits`), final already (`final`, an early result applied), or neither."""
+    value: dict[str, object] = {"source": _source(source)}
+    if final is not None:
+        value["final"] = final
+    elif awaits is not None:
+        value["await"] = [
+            awaits.kind.value,
+            awaits.failed_at_ms,
+            awaits.deadline_s,
+            awaits.sender_key,
+        ]
+    value.update(
+        fallbackId=fallback_id,
+        requestedAt=requested_at,
+        outcomes=[orjson.Fragment(outcome_without_event(o)) for o in outcomes],
+    )
+    return orjson.dumps(value)
+
+
+def final_marker(fallback_id: str, final: str, source: Source, outcome: bytes) -> bytes:
+    """The record that ends a fallback's wait: its final outcome (whole) was written by the
+    result or expiry at `source`."""
     return orjson.dumps(
         {
-            "source": f"{topic}/{partition}/{offset}",
+            "source": _source(source),
+            "final": final,
             "fallbackId": fallback_id,
-            "requestedAt": requested_at,
-            "outcomes": [orjson.Fragment(outcome_without_event(o)) for o in outcomes],
+            "outcomes": [orjson.Fragment(outcome)],
         }
     )
+
+
+def early_marker(fallback_id: str, source: Source, result: bytes) -> bytes:
+    """A result that came before its fallback was requested, kept for the early window."""
+    return orjson.dumps(
+        {
+            "source": _source(source),
+            "early": orjson.Fragment(result),
+            "fallbackId": fallback_id,
+            "outcomes": [],
+        }
+    )
+
+
+def _source(source: Source) -> str:
+    topic, partition, offset = source
+    return f"{topic}/{partition}/{offset}"
+
+
+def _after_source(value: bytes) -> int:
+    """Where the field after `source` begins, or -1 when the value has no source first."""
+    if not value.startswith(_SOURCE):
+        return -1
+    return value.find(b'"', len(_SOURCE)) + 2
+
+
+def marker_kind(value: bytes) -> MarkerKind:
+    """What a changelog value is, from the name of its second field (no JSON parsed)."""
+    at = _after_source(value)
+    if at < 0:
+        return MarkerKind.REQUESTED
+    for kind in (MarkerKind.AWAITING, MarkerKind.FINAL, MarkerKind.EARLY):
+        if value.startswith(b'"' + kind.value.encode() + b'":', at):
+            return kind
+    return MarkerKind.REQUESTED
+
+
+def marker_awaits(value: bytes) -> tuple[MessageKind, int, int, str]:
+    """The `await` field of an AWAITING marker: type, failure time (ms), deadline (s), channel."""
+    at = _after_source(value) + len(b'"await":')
+    end = value.index(b"]", at)
+    while True:  # a `]` inside the channel's name: take the next one
+        try:
+            kind, failed_ms, deadline, sender_key = orjson.loads(value[at : end + 1])
+            return MessageKind(kind), int(failed_ms), int(deadline), str(sender_key)
+        except orjson.JSONDecodeError:
+            end = value.index(b"]", end + 1)
+
+
+def marker_final(value: bytes) -> str:
+    """The final status a FINAL marker names."""
+    at = _after_source(value) + len(b'"final":"')
+    return value[at : value.index(b'"', at)].decode()
+
+
+def marker_early(value: bytes) -> bytes:
+    """The result an EARLY record keeps."""
+    early = orjson.loads(value)["early"]
+    return orjson.dumps(early)
 
 
 def marker_source(value: bytes) -> Source | None:

@@ -15,8 +15,17 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from service.pipeline.seams import Source
+from service.state.awaited import Loading, PartitionResults, Results
 from service.state.digests import DigestSet, digest_key
-from service.state.markers import marker_outcomes, marker_source
+from service.state.markers import (
+    MarkerKind,
+    marker_awaits,
+    marker_early,
+    marker_final,
+    marker_kind,
+    marker_outcomes,
+    marker_source,
+)
 
 InFlight = dict[Source, tuple[str, list[bytes]]]
 
@@ -28,7 +37,8 @@ class Restore:
     partition's `tails` offset (the last offsets of the changelog partition, where a crash
     leaves them) whose input record is at or past `floors` (the group's committed offsets, by
     topic and partition) is kept in flight, at most `room` of them; `beyond_limit` counts the
-    others.
+    others. With `results` (delivery results on), what the partitions' fallbacks await is read
+    too (`service.state.awaited`); early results are never requested fallbacks.
     """
 
     def __init__(
@@ -39,6 +49,9 @@ class Restore:
         floors: Mapping[tuple[str, int], int],
         tails: Mapping[int, int],
         room: int,
+        results: Results | None = None,
+        now_ms: int = 0,
+        ends: Mapping[int, int] | None = None,
     ) -> None:
         self.digests = {p: bytearray() for p in partitions}
         # Compact buffers: a restore may read millions of markers.
@@ -49,18 +62,36 @@ class Restore:
         self.room = room
         self.in_flight: InFlight = {}
         self.beyond_limit = 0
+        self.ends = dict(ends or {})
+        self.results = results
+        self.loading: dict[int, Loading] = (
+            {} if results is None else {p: results.loading(now_ms) for p in self.digests}
+        )
 
     def feed(self, partition: int, records: Iterable[Any]) -> None:
         """Take in records of changelog partition `partition` (key, value, offset, timestamp)."""
         into, times = self.digests[partition], self.stamps[partition]
         since = self.tails.get(partition, 0)
         horizon = self.horizon_ms
+        loading = self.loading.get(partition)
+        window = self.results.early_window_ms if self.results is not None else 0
         for r in records:
-            if r.key is not None and r.value is not None and r.timestamp >= horizon:
-                into += digest_key(r.key)
+            if r.key is None or r.value is None or r.timestamp < horizon:
+                continue
+            kind = marker_kind(r.value)
+            if kind is MarkerKind.EARLY:
+                # A result kept for its request: the fallback is not requested by it.
+                if loading is not None:
+                    raw = digest_key(r.key)
+                    loading.early_result(_halves(raw), marker_early(r.value), r.timestamp + window)
+            else:
+                raw = digest_key(r.key)
+                into += raw
                 times.append(r.timestamp // 1000)
-                if r.offset >= since:
-                    self._note_in_flight(r)
+                if loading is not None:
+                    _load(loading, kind, raw, r)
+            if r.offset >= since:
+                self._note_in_flight(r)
 
     def _note_in_flight(self, record: Any) -> None:
         source = marker_source(record.value)
@@ -85,6 +116,25 @@ class Restore:
             states[p].load(bytes(self.digests[p]), np.frombuffer(self.stamps[p], dtype=np.uint32))
             self.digests[p] = bytearray()
         return states
+
+    def results_states(self) -> dict[int, PartitionResults]:
+        """What each partition's fallbacks await (empty with results off)."""
+        return {p: loading.state(self.ends.get(p, 0)) for p, loading in self.loading.items()}
+
+
+def _halves(raw: bytes) -> tuple[int, int]:
+    return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
+
+
+def _load(loading: Loading, kind: MarkerKind, raw: bytes, record: Any) -> None:
+    digest = _halves(raw)
+    if kind is MarkerKind.AWAITING:
+        message_kind, failed_ms, deadline, sender_key = marker_awaits(record.value)
+        loading.awaiting(digest, record.offset, message_kind, failed_ms, deadline, sender_key)
+    elif kind is MarkerKind.FINAL:
+        loading.final(digest, raw, marker_final(record.value), record.timestamp // 1000)
+    else:
+        loading.requested(digest)
 
 
 async def read_changelog(
