@@ -370,6 +370,15 @@ class Settings(BaseSettings):
         return self.dedupe_topic or f"{self.group_id}.dedupe"
 
     @property
+    def collects_nhn_results(self) -> bool:
+        """The nhn sink with delivery results on: the service collects NHN's results (§11)."""
+        return self.delivery_results and self.sink is Sink.NHN
+
+    @property
+    def nhn_results_topic_name(self) -> str:
+        return f"{self.group_id}.nhn-results"
+
+    @property
     def repartition_topic_name(self) -> str:
         return self.repartition_topic or f"{self.group_id}.repartition"
 

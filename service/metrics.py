@@ -245,3 +245,10 @@ class Metrics:
             ["provider", "code"],
             registry=r,
         )
+        self.results_unmatched = Counter(
+            "fallback_results_unmatched",
+            "Provider results a collector could match to no SENT fallback (dropped after a few "
+            "tries: a request whose SENT outcome a crash kept from being written)",
+            ["provider"],
+            registry=r,
+        )

@@ -220,7 +220,6 @@ async def test_one_final_outcome_across_kills(
     early = [(f"R{i}:1", result(f"R{i}:1")) for i in range(0, count, 4)]
     later = [(f"R{i}:1", result(f"R{i}:1", "UNDELIVERED")) for i in range(count) if i % 4]
     await put(bootstrap, topics.results, early)
-    group = env["FALLBACK_GROUP_ID"]
     log = tmp_path / "service.log"
     for run in range(kills + 1):
         with service_process(env, output=log) as p:

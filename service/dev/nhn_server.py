@@ -10,6 +10,7 @@ HTTP on the same port:
   "delay": 0.5}`. `times` -1 (the default) lasts until `{"clear": true}`; `"match": "text"`
   limits a fault to bodies containing the text. `{"registered": [...]}`, `{"blocked": [...]}`
   and `{"opted_out": [...]}` set the sender numbers and the 080 opt-outs.
+- Results: see `service.dev.nhn_reports` (`message-results`, the webhook, `{"results": …}`).
 - `GET /_requests` lists every send received (time, path, headers, body, answer);
   `DELETE /_requests` forgets them (and the count of each body accepted).
 
@@ -27,11 +28,15 @@ import re
 import string
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from service.dev.nhn_reports import Reports
+
+_RESULTS_PATH = re.compile(r"^/sms/v3\.0/appKeys/([^/]+)/message-results$")
 _SEND_PATH = re.compile(r"^/sms/v3\.0/appKeys/([^/]+)/sender/(sms|mms|ad-sms|ad-mms|auth/sms)$")
 _AD_TAIL = re.compile(r"무료\s*(?:수신\s*)?거부\s*080[\d\-\s]*\d")
 _KOREAN_MOBILE = re.compile(r"^01[016789]\d{7,8}$")
@@ -64,6 +69,8 @@ class NhnServer:
     received: list[dict[str, Any]] = field(default_factory=list)
     # How many times each message body was accepted (SENT): duplicates show as counts above 1.
     accepted: Counter[str] = field(default_factory=Counter)
+    # The handsets' results: reported after a delay, by `message-results` and the webhook.
+    reports: Reports = field(default_factory=Reports)
     port: int = 0
     _server: asyncio.Server | None = None
     _connections: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -71,8 +78,10 @@ class NhnServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = await asyncio.start_server(self._serve, host, port)
         self.port = self._server.sockets[0].getsockname()[1]
+        await self.reports.start()
 
     async def stop(self) -> None:
+        await self.reports.stop()
         if self._server is not None:
             self._server.close()
             for writer in list(self._connections):
@@ -116,6 +125,15 @@ class NhnServer:
         if path == "/_control" and method == "POST":
             self.control(json.loads(content or b"{}"))
             return 200, {}, b'{"ok": true}'
+        if path == "/_webhooks":
+            return 200, {}, json.dumps(self.reports.calls).encode()
+        results = _RESULTS_PATH.match(path)
+        if results is not None and method == "GET":
+            if results.group(1) != self.app_key or headers.get("x-secret-key") != self.secret_key:
+                return 401, {}, _header(False, -1000, "Invalid appKey or secretKey.")
+            query = dict(urllib.parse.parse_qsl(target.partition("?")[2]))
+            status, body = self.reports.query(query)
+            return status, {}, body
         if path == "/_requests":
             if method == "DELETE":
                 self.received.clear()
@@ -154,6 +172,8 @@ class NhnServer:
             entry["recipientCode"] = data["data"]["sendResultList"][0]["resultCode"]
             if entry["recipientCode"] == 0:
                 self.accepted[entry["body"]["body"]] += 1
+                recipient = data["data"]["sendResultList"][0]["recipientNo"]
+                self.reports.accepted(data["data"]["requestId"], recipient)
         return status, {}, body
 
     def _fault_for(self, content: bytes) -> Fault | None:
@@ -184,6 +204,7 @@ class NhnServer:
             self.blocked = set(command["blocked"])
         if "opted_out" in command:
             self.opted_out = set(command["opted_out"])
+        self.reports.control(command)
 
     def _send(
         self, app_key: str, kind: str, headers: dict[str, str], content: bytes
@@ -313,8 +334,15 @@ async def _main(argv: list[str]) -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--app-key", default="demo-app-key")
     parser.add_argument("--secret-key", default="demo-secret-key")
+    parser.add_argument("--result-delay", type=float, default=1.0, help="seconds to a result")
+    parser.add_argument("--undelivered-share", type=float, default=0.0)
+    parser.add_argument("--webhook-url", help="where results are pushed (MESSAGE_RESULT_UPDATE)")
+    parser.add_argument("--webhook-signature", default="")
     args = parser.parse_args(argv)
     server = NhnServer(app_key=args.app_key, secret_key=args.secret_key)
+    server.reports.delay, server.reports.share = args.result_delay, args.undelivered_share
+    server.reports.webhook_url = args.webhook_url
+    server.reports.webhook_signature = args.webhook_signature
     await server.start(args.host, args.port)
     print(f"NHN SMS API stand-in listening on {server.url}", flush=True)
     try:

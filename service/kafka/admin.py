@@ -37,11 +37,13 @@ class InternalTopic:
     variable: str
     name: str
     config: dict[str, str]
+    # Partitioned like the input (None), or with this many partitions.
+    partitions: int | None = None
 
 
 def internal_topics(settings: Settings) -> list[InternalTopic]:
     """The dedupe changelog (compacted) and the repartition topic, kept as long as the dedupe
-    state remembers."""
+    state remembers; with the nhn result collector, its topic."""
     retention = str(int(settings.dedupe_retention_days * 86400 * 1000))
     return [
         InternalTopic(
@@ -54,7 +56,19 @@ def internal_topics(settings: Settings) -> list[InternalTopic]:
             settings.repartition_topic_name,
             {"cleanup.policy": "delete", "retention.ms": retention},
         ),
-    ]
+    ] + (
+        [
+            # The nhn result collector's webhook calls and progress (§11): one history.
+            InternalTopic(
+                "FALLBACK_GROUP_ID",
+                settings.nhn_results_topic_name,
+                {"cleanup.policy": "delete", "retention.ms": retention},
+                partitions=1,
+            )
+        ]
+        if settings.collects_nhn_results
+        else []
+    )
 
 
 async def ensure_internal_topic(

@@ -29,7 +29,7 @@ def wanted_topics(settings: Settings, partitions: int, replication: int) -> list
             for t in (settings.channel_settings_topic, settings.sender_numbers_topic)
         ]
         + [
-            NewTopic(t.name, partitions, replication, topic_configs=t.config)
+            NewTopic(t.name, t.partitions or partitions, replication, topic_configs=t.config)
             for t in internal_topics(settings)
         ]
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from service.pipeline.processor import Processor
 from service.pipeline.results import ResultSteps
 from service.pipeline.seams import Sink, Writer
 from service.runtime.health import Health
-from service.runtime.service import FallbackService, Tables
+from service.runtime.service import Collector, FallbackService, Tables
 from service.runtime.sweep import Sweep
 from service.sinks.kafka import KafkaSink
 from service.state.awaited import Results
@@ -223,13 +223,51 @@ def build_service(
             every=settings.result_sweep_seconds,
             on_never_requested=metrics.results_ignored.labels("never_requested").inc,
         )
-    return FallbackService(
+    # The collector leads while the service owns input partition 0: asked once it runs.
+    built: list[FallbackService] = []
+    collector = None
+    if settings.collects_nhn_results:
+        collector = build_nhn_collector(
+            settings, options, metrics, lambda: built[0].consumer.assignment()
+        )
+    service = FallbackService(
         settings,
         sweep=sweep,
+        collector=collector,
         broker=build_broker(settings, options, metrics),
         processor=processor,
         tables=tables,
         metrics=metrics,
         stopping=stopping,
         health=health,
+    )
+    built.append(service)
+    return service
+
+
+def build_nhn_collector(
+    settings: Settings,
+    options: dict[str, Any],
+    metrics: Metrics,
+    assignment: Callable[[], Collection[Any]],
+) -> Collector:
+    """The nhn result collector (§11), leading while the service owns input partition 0."""
+    from service.sinks.nhn_results import NhnCollector, SentIndex, leads_by
+
+    signature = settings.nhn_webhook_signature
+    return NhnCollector(
+        settings.nhn(),
+        results_topic=settings.results_topic,
+        collector_topic=settings.nhn_results_topic_name,
+        poll_seconds=settings.nhn_results_poll_seconds,
+        signature=signature.get_secret_value() if signature is not None else None,
+        index=SentIndex(
+            options,
+            settings.events_topic,
+            keep=settings.deadlines().lms.total_seconds() + 3600,
+        ),
+        consumer_options=options,
+        make_producer=lambda: make_producer(settings, options),
+        metrics=metrics,
+        leads=leads_by(assignment, settings.input_topic),
     )

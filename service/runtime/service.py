@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
@@ -43,6 +43,20 @@ from service.state.tables import Table
 log = logging.getLogger("fallback.service")
 
 
+class Collector(Protocol):
+    """A provider's result collector (§11; `service.sinks.nhn_results.NhnCollector`)."""
+
+    webhook_path: str
+
+    async def start(self) -> None: ...
+
+    async def run(self, stopping: asyncio.Event) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def webhook(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]: ...
+
+
 @dataclass(slots=True)
 class Tables:
     """The tables the service reads before it consumes (§3, §4), and the dedupe state (§9),
@@ -70,9 +84,12 @@ class FallbackService:
         stopping: asyncio.Event,
         health: Health | None = None,
         sweep: Sweep | None = None,
+        collector: Collector | None = None,
     ) -> None:
         self.settings = settings
         self.sweep = sweep
+        self.collector = collector
+        self._collecting: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self.health = health or Health()
         self.broker = broker
@@ -112,7 +129,8 @@ class FallbackService:
             reads_in_flight_markers=not exactly_once,
         )
         self.subscriber = subscribe(broker, settings, listener, self.handler)
-        self.http_app = make_http_app(self.readiness, metrics.registry)
+        webhooks = {} if collector is None else {collector.webhook_path: collector.webhook}
+        self.http_app = make_http_app(self.readiness, metrics.registry, webhooks)
 
     @property
     def requested(self) -> PartitionedDedupe:
@@ -153,7 +171,11 @@ class FallbackService:
         internal = internal_topics(s)
         for topic in internal:
             await ensure_internal_topic(
-                s, topic.variable, topic.name, partitions=partitions, config=topic.config
+                s,
+                topic.variable,
+                topic.name,
+                partitions=topic.partitions or partitions,
+                config=topic.config,
             )
         # A topic created a moment ago has no leader yet for a while: the first write would
         # wait for its request timeout and fail (NotLeaderForPartition). Wait here instead.
@@ -178,6 +200,11 @@ class FallbackService:
         self.consuming = True
         if self.sweep is not None:
             self._sweeping = asyncio.create_task(self.sweep.run(self.stopping), name="sweep")
+        if self.collector is not None:
+            await self.collector.start()
+            self._collecting = asyncio.create_task(
+                self.collector.run(self.stopping), name="collector"
+            )
         self._monitor = asyncio.create_task(
             watch(
                 s.kafka(),
@@ -211,10 +238,14 @@ class FallbackService:
         self.restored.set()  # wake a handler waiting for a restore that will not come
         if self._monitor is not None:
             self._monitor.cancel()
-        if self._sweeping is not None:
-            self._sweeping.cancel()
-            with logged("expiry sweep"):
-                await asyncio.wait_for(asyncio.gather(self._sweeping, return_exceptions=True), 1)
+        for task, what in ((self._sweeping, "expiry sweep"), (self._collecting, "collector")):
+            if task is not None:
+                task.cancel()
+                with logged(what):
+                    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 1)
+        if self.collector is not None:
+            with logged("collector"):
+                await asyncio.wait_for(self.collector.stop(), 1)
         self.flow.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
