@@ -219,8 +219,8 @@ def test_readme_points_to_the_configuration_reference() -> None:
 
 @pytest.mark.broker
 async def test_every_metric_the_dashboard_and_alerts_query_is_exported(tansu: Broker) -> None:
-    """Scrapes the real /metrics of `fallback-service run`, with the nhn sink so that its
-    metrics are there too, and compares names."""
+    """Scrapes the real /metrics of `fallback-service run`, with the nhn sink and delivery
+    results so that their metrics (the result collector's too) are there, and compares names."""
     topics = Topics.fresh(tansu.overrides)
     await create_topics(tansu.bootstrap, topics, partitions=1)
     port = free_port()
@@ -231,6 +231,7 @@ async def test_every_metric_the_dashboard_and_alerts_query_is_exported(tansu: Br
         FALLBACK_NHN_APP_KEY="app",
         FALLBACK_NHN_SECRET_KEY="secret",
         FALLBACK_NHN_BASE_URL="http://127.0.0.1:9",
+        FALLBACK_DELIVERY_RESULTS="on",
     )
     with service_process(env) as process:
         await asyncio.to_thread(wait_ready, port, process)

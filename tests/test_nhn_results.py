@@ -16,6 +16,7 @@ import pytest
 
 from service.config import Settings
 from service.core import nhn_results
+from service.core.models import FINAL_STATUSES
 from service.dev.broker import free_port
 from service.dev.nhn_server import NhnServer
 from service.kafka.options import client_options, make_producer
@@ -37,7 +38,7 @@ NHN_RESULTS = {
     "nhn_webhook_signature": "SIGNED",
     "result_sweep_seconds": 0.5,
 }
-FINAL = {"DELIVERED", "UNDELIVERED", "EXPIRED"}
+FINAL = FINAL_STATUSES
 
 
 # The pure mapping

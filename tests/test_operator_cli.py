@@ -376,7 +376,13 @@ def test_find(
 ) -> None:
     asyncio.run(seed(bootstrap, topics))
     port = free_port()
-    with service_process({**env, "FALLBACK_HTTP_PORT": str(port)}) as p:
+    # F4 is an LMS that expires quickly; F1 (an SMS) waits long enough for its result.
+    results_on = {
+        "FALLBACK_DELIVERY_RESULTS": "on",
+        "FALLBACK_RESULT_DEADLINE_LMS": "2s",
+        "FALLBACK_RESULT_SWEEP_SECONDS": "0.5",
+    }
+    with service_process({**env, **results_on, "FALLBACK_HTTP_PORT": str(port)}) as p:
         wait_ready(port, p)
         asyncio.run(
             put(
@@ -386,17 +392,37 @@ def test_find(
                     ("F1:1", event_dict(requestId="F1")),
                     ("F2:1", event_dict(requestId="F2", senderKey="unknown")),
                     ("F3:1", orjson.dumps(event_dict(requestId="F3", recipientSeq="1"))),
+                    ("F4:1", event_dict(requestId="F4", content="긴 안내문 " * 20)),
                 ],
             )
         )
-        asyncio.run(read(bootstrap, topics.events, 2))
+        asyncio.run(read(bootstrap, topics.events, 3))
+        code, out, _ = cli(capsys, "find", "F1:1")
+        assert code == 0 and "answer      handed over, no delivery result yet" in out
+        # The team's SMS service reports F1 delivered; F4 never gets a result.
+        delivered = {
+            "fallbackId": "F1:1",
+            "status": "DELIVERED",
+            "resultCode": "1000",
+            "provider": "sms-service",
+            "telecom": "SKT",
+            "reportedAt": "2026-11-22T14:00:05+09:00",
+        }
+        asyncio.run(put(bootstrap, topics.results, [("F1:1", delivered)]))
+        asyncio.run(read(bootstrap, topics.events, 5, within=30))
         asyncio.run(read(bootstrap, topics.dlq, 1))
     code, out, _ = cli(capsys, "find", "F1:1")
     assert code == 0 and "outcome     REQUESTED" in out and "request     SMS" in out
+    assert "outcome     DELIVERED" in out
+    assert "answer      DELIVERED at 2026-11-22T14:00:05+09:00" in out and "sms-service 1000" in out
     assert "01012345678" not in out and "010****5678" in out
     story: dict[str, Any] = orjson.loads(cli(capsys, "find", "F1:1", "--json")[1])
-    assert [o["status"] for o in story["outcomes"]] == ["REQUESTED"]
+    assert [o["status"] for o in story["outcomes"]] == ["REQUESTED", "DELIVERED"]
+    assert story["final"]["delivery"]["telecom"] == "SKT"
+    assert story["answer"].startswith("DELIVERED")
     assert story["requests"][0]["recipientNo"] == "010****5678"
+    code, out, _ = cli(capsys, "find", "F4:1")
+    assert code == 0 and "answer      EXPIRED: no result came by the deadline" in out
     code, out, _ = cli(capsys, "find", "F2:1")
     assert code == 0 and "SKIPPED channel_not_configured" in out and "request" not in out
     code, out, _ = cli(capsys, "find", "F3:1")

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from service.core.models import FINAL_STATUSES
 from service.dev.broker import free_port
 from tests.factories import event_dict
 from tests.kafka_helpers import (
@@ -31,7 +32,7 @@ from tests.waiting import eventually, eventually_value
 
 pytestmark = pytest.mark.broker
 
-FINAL = {"DELIVERED", "UNDELIVERED", "EXPIRED"}
+FINAL = FINAL_STATUSES
 RESULTS_ON = {"delivery_results": True, "result_sweep_seconds": 0.5}
 
 

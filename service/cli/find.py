@@ -26,7 +26,8 @@ def find(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Its outcome(s), its SMS request (numbers masked) and its dead letter, if any.
+    """Its outcome(s), its SMS request (numbers masked) and its dead letter, if any, then
+    the answer: its final outcome (DELIVERED, UNDELIVERED, EXPIRED) or where it stands.
 
     Exit status 1 when the topics know nothing of it.
     """
@@ -36,6 +37,8 @@ def find(
         emit_json(
             {
                 "fallbackId": fallback_id,
+                "final": story.final,
+                "answer": story.answer() if story.found else None,
                 "outcomes": story.outcomes,
                 "requests": requests,
                 "deadLetters": [
@@ -66,5 +69,7 @@ def find(
                 f"dead letter {d.error} at {shown_time(d.timestamp)} ({d.partition}@{d.offset}): "
                 f"{mask_numbers_in(d.detail)[:120]}"
             )
+        if story.found:
+            typer.echo(f"answer      {story.answer()}")
     if not story.found:
         fail(f"nothing about {fallback_id} in the topics")

@@ -15,7 +15,7 @@ def line(moment: Any, outcome: dict[str, Any]) -> str:
     """One outcome as a line: time, fallbackId, status, reason, type, bytes."""
     return (
         f"{shown_time(moment)} {outcome.get('fallbackId', '?'):<28} "
-        f"{outcome.get('status', '?'):<9} {outcome.get('reason') or '-':<28} "
+        f"{outcome.get('status', '?'):<11} {outcome.get('reason') or '-':<28} "
         f"{outcome.get('type') or '-':<3} {outcome.get('bodyBytes') or '-':>5}"
     )
 

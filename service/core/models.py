@@ -43,6 +43,10 @@ class Status(StrEnum):
     EXPIRED = "EXPIRED"
 
 
+FINAL_STATUSES = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.EXPIRED})
+"""The statuses that end a fallback's story (§7): one of them per requested fallback."""
+
+
 class Reason(StrEnum):
     """Every reason code an outcome can carry (§5), in decision order."""
 

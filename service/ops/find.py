@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from service.config import Settings
-from service.core.models import fallback_id
+from service.core.models import FINAL_STATUSES, Status, fallback_id
 from service.kafka.admin import partition_count
 from service.kafka.options import keyed_partition
 from service.ops import Refused
@@ -64,6 +64,42 @@ class Story:
     @property
     def found(self) -> bool:
         return bool(self.outcomes or self.requests or self.dead_letters)
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        """Its final outcome (§7): DELIVERED, UNDELIVERED or EXPIRED; the first one written, as
+        a consumer of the events topic keeps it."""
+        return next((o for o in self.outcomes if o.get("status") in FINAL_STATUSES), None)
+
+    def answer(self) -> str:
+        """The answer to "did the customer get it?": the final outcome, or where it stands."""
+        final = self.final
+        if final is not None:
+            delivery = final.get("delivery") or {}
+            if final["status"] == Status.EXPIRED:
+                return f"EXPIRED: no result came by the deadline ({final.get('processedAt')})"
+            how = " ".join(
+                str(part)
+                for part in (
+                    delivery.get("provider"),
+                    delivery.get("resultCode"),
+                    delivery.get("resultMessage"),
+                    delivery.get("telecom"),
+                )
+                if part
+            )
+            return (
+                f"{final['status']} at {delivery.get('reportedAt')}, "
+                f"{delivery.get('latencyMs')} ms after the AlimTalk failure ({how})"
+            )
+        statuses = {o.get("status") for o in self.outcomes}
+        if statuses & {Status.REQUESTED, Status.SENT}:
+            return "handed over, no delivery result yet (or results are off)"
+        if self.outcomes:
+            return f"not sent: {self.outcomes[-1].get('status')} {self.outcomes[-1].get('reason')}"
+        if self.dead_letters:
+            return "not sent: its event is in the dead-letter topic"
+        return "unknown"
 
 
 async def find(settings: Settings, fid: str, *, since: datetime | None = None) -> Story:
