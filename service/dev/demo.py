@@ -4,8 +4,12 @@ Starts the embedded broker unless FALLBACK_KAFKA_BOOTSTRAP_SERVERS is set, creat
 seeds example channels and sender numbers, runs `fallback-service run`, publishes sample
 failures and prints what became of each. Ctrl-C stops everything it started.
 
-With FALLBACK_SINK=nhn (`make run-nhn`) and no FALLBACK_NHN_BASE_URL, the local NHN-compatible
-server (`service.dev.nhn_server`) plays the SMS API: SENT and FAILED outcomes show its answers.
+Delivery results are on (§11): with the kafka sink the demo also plays the team's SMS service,
+reporting each SMS request DELIVERED a second later, or UNDELIVERED for the recipient whose
+handset refuses. With FALLBACK_SINK=nhn (`make run-nhn`) and no FALLBACK_NHN_BASE_URL, the local
+NHN-compatible server (`service.dev.nhn_server`) plays the SMS API: SENT and FAILED outcomes
+show its answers, and its results come back through the service's own collector (polled, and
+pushed to `POST /webhooks/nhn`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +29,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.config import Settings, load_settings
+from service.config import Settings, Sink, load_settings
 from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
+from service.core.rules import KST
 from service.dev.broker import EmbeddedBroker, free_port, start_broker
 from service.dev.nhn_server import NhnServer
 from service.kafka.options import client_options
@@ -43,6 +49,10 @@ CHANNELS: dict[str, dict[str, Any] | None] = {
     "sk-paused": {"enabled": False, "sendNo": "02-1599-0000"},
 }
 SENDER_NUMBERS = {"0215990000": {"status": "ACTIVE"}, "0317770000": {"status": "BLOCKED"}}
+# The handset that refuses: its fallback ends UNDELIVERED (3006 착신거절), the others DELIVERED.
+REFUSING = "01022223333"
+RESULT_DELAY_S = 1.0
+WEBHOOK_SIGNATURE = "demo-signature"
 
 
 def _event(request_id: str, content: str, **fields: Any) -> dict[str, Any]:
@@ -69,6 +79,7 @@ SAMPLES: list[tuple[str, bytes]] = [
                 "demo-notice",
                 "[마이브랜드] 주문하신 상품이 발송되었습니다.\n\n"
                 + "주문번호 2026112212345, 택배사 한진택배, 송장번호 123456789012. " * 4,
+                recipientNo="010-2222-3333",
                 buttons=[
                     {"ordering": 1, "type": "WL", "name": "배송조회", "linkMo": "https://m.ex.kr/t"}
                 ],
@@ -115,19 +126,41 @@ def _describe(topic: str, settings: Settings, value: bytes | None, headers: Any)
             f"  -> {data['type']} {data['bodyBytes']}B from {data['sendNo']} to "
             f"{mask_number(data['recipientNo'])}{title}: {body[:60]}"
         )
+    if topic == settings.results_topic:
+        said = f"{data.get('resultCode') or ''} {data.get('resultMessage') or ''}".strip()
+        return (
+            f"  <- result {data['status']} for {data['fallbackId']} "
+            f"from {data.get('provider')}: {said}"
+        )
     reason = f" {data['reason']}" if data["reason"] else ""
+    delivery = data.get("delivery")
+    if delivery:
+        said = " ".join(
+            str(part)
+            for part in (delivery["provider"], delivery["resultCode"], delivery["resultMessage"])
+            if part
+        )
+        return (
+            f"{data['status']:<11} {data['fallbackId']}{reason} ({said}, "
+            f"{delivery['latencyMs'] / 1000:.1f} s after the AlimTalk failure)"
+        )
     provider = data.get("provider")
     if provider:
         code = provider["resultCode"]
         said = (
             f"{code} {provider['resultMessage']}" if code is not None else provider["resultMessage"]
         )
-        return f"{data['status']:<9} {data['fallbackId']}{reason} (SMS API: {said})"
-    return f"{data['status']:<9} {data['fallbackId']}{reason}"
+        return f"{data['status']:<11} {data['fallbackId']}{reason} (SMS API: {said})"
+    return f"{data['status']:<11} {data['fallbackId']}{reason}"
 
 
 async def _watch(settings: Settings, stop: asyncio.Event) -> None:
-    topics = [settings.events_topic, settings.output_topic, settings.dlq_topic]
+    topics = [
+        settings.events_topic,
+        settings.output_topic,
+        settings.dlq_topic,
+        settings.results_topic,
+    ]
     consumer = AIOKafkaConsumer(
         *topics,
         **client_options(settings.kafka()),
@@ -141,6 +174,47 @@ async def _watch(settings: Settings, stop: asyncio.Event) -> None:
             for tp, records in batches.items():
                 for r in records:
                     print(_describe(tp.topic, settings, r.value, r.headers), flush=True)
+    finally:
+        await consumer.stop()
+
+
+def sms_service_result(request: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """What the team's SMS service reports for one SMS request (§11), as the demo plays it."""
+    refused = request["recipientNo"] == REFUSING
+    return {
+        "fallbackId": request["fallbackId"],
+        "status": "UNDELIVERED" if refused else "DELIVERED",
+        "resultCode": "3006" if refused else "1000",
+        "resultMessage": "착신거절" if refused else "성공",
+        "provider": "sms-service",
+        "telecom": "SKT",
+        "reportedAt": now.isoformat(timespec="milliseconds"),
+    }
+
+
+async def _play_sms_service(settings: Settings, stop: asyncio.Event) -> None:
+    """The team's SMS service with the kafka sink: it reads the SMS requests and, a moment
+    later, writes each one's handset result to the results topic."""
+    consumer = AIOKafkaConsumer(
+        settings.output_topic,
+        **client_options(settings.kafka()),
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=300)
+            requests = [orjson.loads(r.value or b"{}") for rs in batches.values() for r in rs]
+            if not requests:
+                continue
+            await asyncio.sleep(RESULT_DELAY_S)
+            now = datetime.now(KST)
+            await _publish(
+                settings,
+                settings.results_topic,
+                [(r["fallbackId"], orjson.dumps(sms_service_result(r, now))) for r in requests],
+            )
     finally:
         await consumer.stop()
 
@@ -176,8 +250,20 @@ async def demo() -> int:
         env["FALLBACK_NHN_BASE_URL"] = api.url
         env.setdefault("FALLBACK_NHN_APP_KEY", api.app_key)
         env.setdefault("FALLBACK_NHN_SECRET_KEY", api.secret_key)
-        print(f"local NHN-compatible SMS API on {api.url}")
+        env.setdefault("FALLBACK_NHN_WEBHOOK_SIGNATURE", WEBHOOK_SIGNATURE)
+        env.setdefault("FALLBACK_NHN_RESULTS_POLL_SECONDS", "2")
+        api.control(
+            {
+                "results": {"delay": RESULT_DELAY_S, "undelivered": [REFUSING]},
+                "webhook": {
+                    "url": f"http://127.0.0.1:{env['FALLBACK_HTTP_PORT']}/webhooks/nhn",
+                    "signature": env["FALLBACK_NHN_WEBHOOK_SIGNATURE"],
+                },
+            }
+        )
+        print(f"local NHN-compatible SMS API on {api.url}, reporting results")
     env.setdefault("FALLBACK_AD_QUIET_HOURS", "")  # the demo shows an advertising fallback
+    env.setdefault("FALLBACK_DELIVERY_RESULTS", "on")
     os.environ.update(env)
     settings = load_settings()
     process: subprocess.Popen[bytes] | None = None
@@ -207,6 +293,10 @@ async def demo() -> int:
         await _wait_ready(settings.http_port, process)
         print(f"service ready: http://127.0.0.1:{settings.http_port}/metrics")
         watcher = asyncio.create_task(_watch(settings, stop))
+        players = []
+        if settings.delivery_results and settings.sink is Sink.KAFKA:
+            players.append(asyncio.create_task(_play_sms_service(settings, stop)))
+            print("playing the team's SMS service: it reports each SMS request's result")
         started = time.monotonic()
         await _publish(
             settings, settings.input_topic, [(f"sample-{name}", value) for name, value in SAMPLES]
@@ -214,9 +304,10 @@ async def demo() -> int:
         print(f"published {len(SAMPLES)} sample failures: {', '.join(n for n, _ in SAMPLES)}")
         print("Ctrl-C stops the service and the broker.\n")
         await stop.wait()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, *players):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         print(f"\nstopping after {time.monotonic() - started:.0f}s")
         return 0
     finally:

@@ -335,7 +335,7 @@ class NhnCollector:
 
     async def _step_down(self) -> None:
         if self._leading:
-            log.info("no longer collecting NHN's results (another replica owns partition 0)")
+            log.info("no longer collecting NHN's results (this replica no longer owns partition 0)")
         self._leading = False
         for client in (self._hooks,):
             if client is not None:

@@ -1,0 +1,76 @@
+"""`make run` and `make run-nhn` as a newcomer runs them: the demo process, its own embedded
+broker, and the story of each sample told to the end (DELIVERED and UNDELIVERED, §11)."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from service.dev.demo import REFUSING, sms_service_result
+
+SENT_OR_REQUESTED = ("REQUESTED   demo-otp:1", "REJECTED    demo-blocked:1 sender_number_blocked")
+FINALS = (
+    "DELIVERED   demo-otp:1",
+    "DELIVERED   demo-emoji:1",
+    "UNDELIVERED demo-notice:1 undelivered",
+)
+
+
+def test_the_played_sms_service_refuses_one_handset() -> None:
+    now = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
+    refused = sms_service_result({"fallbackId": "a:1", "recipientNo": REFUSING}, now)
+    delivered = sms_service_result({"fallbackId": "b:1", "recipientNo": "01012345678"}, now)
+    assert (refused["status"], refused["resultCode"]) == ("UNDELIVERED", "3006")
+    assert (delivered["status"], delivered["resultCode"]) == ("DELIVERED", "1000")
+    assert delivered["reportedAt"] == "2026-11-22T05:00:00.000+00:00"
+
+
+def _demo_until(expected: tuple[str, ...], sink: str, within: float = 90.0) -> str:
+    """Run the demo until every line of `expected` was printed, then Ctrl-C it; its output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FALLBACK_")}
+    env["FALLBACK_SINK"] = sink
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.dev.demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    output = b""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if not all(line.encode() in output for line in expected):
+                if selector.select(timeout=0.5):
+                    output += os.read(process.stdout.fileno(), 65536)
+                continue
+            process.send_signal(signal.SIGINT)
+            rest, _ = process.communicate(timeout=30)
+            return (output + rest).decode()
+        raise AssertionError(output.decode()[-3000:])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("sink", ["kafka", "nhn"])
+def test_make_run_tells_every_sample_to_its_end(sink: str) -> None:
+    sent = ("SENT        demo-otp:1 (SMS API: 0 SUCCESS)",) if sink == "nhn" else ()
+    out = _demo_until(SENT_OR_REQUESTED + sent + FINALS, sink)
+    assert "DEAD-LETTER invalid_json" in out
+    assert "stopping after" in out
+    # One final outcome each, however many results came (the nhn stand-in is polled and also
+    # calls the webhook).
+    for line in FINALS:
+        assert out.count(line) == 1, line
