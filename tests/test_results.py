@@ -34,7 +34,7 @@ from service.pipeline.processor import Processor
 from service.pipeline.results import EXPIRY, RECORD_KIND, RESULT, ResultSteps
 from service.pipeline.seams import Write
 from service.sinks.memory import ListSink
-from service.state.awaited import ENTRY, AwaitedSet, Channels, Results
+from service.state.awaited import ENTRY, AwaitedSet, Channels, Loading, Results
 from service.state.digests import digest
 from service.state.markers import (
     MarkerKind,
@@ -440,3 +440,44 @@ async def test_a_final_marker_cut_short_writes_its_outcome_again_and_nothing_els
     await fresh.process([result_record(5)])
     assert [w.value for w in written(writer2, "events")] == [outcome]
     assert written(writer2, "dedupe") == []
+
+
+def test_a_restore_parses_await_arrays_in_chunks_whatever_the_channel_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The restore's fast path (`awaits_field`, arrays parsed a chunk at a time) reads back
+    exactly what `marker` wrote, for channel names with `]`, quotes and the marker's own
+    field names in them, across chunk borders."""
+    monkeypatch.setattr(Loading, "CHUNK", 3)
+    names = ["sk-1", "sk-]", 'sk-"],"fallbackId":"x', "sk-한글", "sk-\\"]
+    written: list[Awaited] = []
+    records = []
+    for i in range(11):
+        fid = f"C{i}:1"
+        awaits = Awaited(
+            fid,
+            names[i % len(names)],
+            MessageKind.LMS if i in (4, 5, 9) else MessageKind.SMS,
+            1_700_000_000_000 + i,
+            1_800_000_000 + i,
+        )
+        written.append(awaits)
+        value = marker(fid, "2026-11-22T14:00:00.000+09:00", ("in", 0, i), [], awaits)
+        assert marker_awaits(value) == (
+            awaits.kind,
+            awaits.failed_at_ms,
+            awaits.deadline_s,
+            awaits.sender_key,
+        )
+        records.append(record(value, key=fid.encode(), offset=100 + i))
+    again = Results(Deadlines(), early_window_ms=0)
+    restore = Restore(
+        [0], horizon_ms=0, floors={}, tails={}, room=0, results=again, now_ms=0, ends={0: 111}
+    )
+    restore.feed(0, records)
+    again.install(restore.results_states())
+    assert len(again) == 11
+    for awaits in written:
+        found = again.awaited(0, digest(awaits.fallback_id.encode()), awaits.fallback_id)
+        assert found == awaits
+    assert again.partitions[0].cursors == {MessageKind.SMS: 100, MessageKind.LMS: 104}

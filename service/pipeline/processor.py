@@ -158,8 +158,9 @@ class Processor:
         early: DeliveryResult | None = seen.early.pop(request.fallbackId, None)
         if early is None and self.results is not None:
             kept = self.results.awaiting.early(delivery.owner, delivery.digest)
-            parsed = parse_delivery_result(kept)
-            early = parsed if isinstance(parsed, DeliveryResult) else None
+            if kept is not None:  # rare: most requests have no early result
+                parsed = parse_delivery_result(kept)
+                early = parsed if isinstance(parsed, DeliveryResult) else None
         if early is not None:
             delivery.early = early
             seen.finished.add(request.fallbackId)

@@ -17,7 +17,11 @@ Digest = tuple[int, int]
 def digest(key: bytes) -> Digest:
     """The digest of a fallbackId's UTF-8 bytes, as the set keeps it (computed once per record
     of a batch: the lookup and the later `add` share it)."""
-    raw = digest_key(key)
+    return digest_of(digest_key(key))
+
+
+def digest_of(raw: bytes) -> Digest:
+    """The digest whose 16 bytes (`digest_key`) are `raw`."""
     return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
 
 

@@ -15,14 +15,14 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from service.pipeline.seams import Source
-from service.state.awaited import Loading, PartitionResults, Results
-from service.state.digests import DigestSet, digest_key
+from service.state.awaited import Loading, PartitionResults, Results, collector_paused
+from service.state.digests import DigestSet, digest_key, digest_of
 from service.state.markers import (
     MarkerKind,
-    marker_awaits,
+    awaits_field,
     marker_early,
     marker_final,
-    marker_kind,
+    marker_head,
     marker_outcomes,
     marker_source,
 )
@@ -78,18 +78,24 @@ class Restore:
         for r in records:
             if r.key is None or r.value is None or r.timestamp < horizon:
                 continue
-            kind = marker_kind(r.value)
+            kind, at = marker_head(r.value)
             if kind is MarkerKind.EARLY:
                 # A result kept for its request: the fallback is not requested by it.
                 if loading is not None:
-                    raw = digest_key(r.key)
-                    loading.early_result(_halves(raw), marker_early(r.value), r.timestamp + window)
+                    until = r.timestamp + window
+                    loading.early_result(digest_of(digest_key(r.key)), marker_early(r.value), until)
             else:
                 raw = digest_key(r.key)
                 into += raw
                 times.append(r.timestamp // 1000)
-                if loading is not None:
-                    _load(loading, kind, raw, r)
+                if loading is None:
+                    pass
+                elif kind is MarkerKind.AWAITING:
+                    loading.awaiting(raw, r.offset, awaits_field(r.value, at))
+                elif kind is MarkerKind.FINAL:
+                    loading.final(digest_of(raw), raw, marker_final(r.value), r.timestamp // 1000)
+                else:
+                    loading.requested(raw)
             if r.offset >= since:
                 self._note_in_flight(r)
 
@@ -122,21 +128,6 @@ class Restore:
         return {p: loading.state(self.ends.get(p, 0)) for p, loading in self.loading.items()}
 
 
-def _halves(raw: bytes) -> tuple[int, int]:
-    return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
-
-
-def _load(loading: Loading, kind: MarkerKind, raw: bytes, record: Any) -> None:
-    digest = _halves(raw)
-    if kind is MarkerKind.AWAITING:
-        message_kind, failed_ms, deadline, sender_key = marker_awaits(record.value)
-        loading.awaiting(digest, record.offset, message_kind, failed_ms, deadline, sender_key)
-    elif kind is MarkerKind.FINAL:
-        loading.final(digest, raw, marker_final(record.value), record.timestamp // 1000)
-    else:
-        loading.requested(digest)
-
-
 async def read_changelog(
     options: Mapping[str, Any],
     topic: str,
@@ -161,13 +152,16 @@ async def read_changelog(
         ends = await consumer.end_offsets(tps)
         restore: Restore = make({tp.partition: end for tp, end in ends.items()})
         pending = {tp for tp, end in ends.items() if end > 0}
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=500, max_records=100_000)
-            for tp, records in batches.items():
-                restore.feed(tp.partition, records)
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        # A restore is most of a rebalance's time, and the fetched records its garbage; the
+        # service does nothing else meanwhile.
+        with collector_paused():
+            while pending:
+                batches = await consumer.getmany(*pending, timeout_ms=500, max_records=100_000)
+                for tp, records in batches.items():
+                    restore.feed(tp.partition, records)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
     finally:
         await consumer.stop()
     return restore
