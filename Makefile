@@ -53,12 +53,14 @@ test: lint tools
 	$(BIN)/pytest
 
 # Three runs of the service against the bare aiokafka loop on each broker (it rewrites the
-# figures in docs/benchmarks.md and docs/benchmarks.png), then the dedupe state and the nhn sink.
+# figures in docs/benchmarks.md and docs/benchmarks.png), then the dedupe state, the nhn sink and
+# delivery results.
 bench: $(STAMP)
 	$(BIN)/python bench/core_bench.py
 	$(BIN)/python bench/service_bench.py --runs 3
 	$(BIN)/python bench/dedupe_bench.py
 	$(BIN)/python bench/nhn_bench.py
+	$(BIN)/python bench/results_bench.py --runs 3
 
 # Where the running service spends its CPU (py-spy on `fallback-service run`, on Tansu).
 profile: $(STAMP)

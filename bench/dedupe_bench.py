@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -29,14 +30,31 @@ COUNT = 1_000_000
 PARTITIONS = 6
 INPUT = "bench.in"
 # A REQUESTED outcome of the usual size.
-_OUTCOME = (
+OUTCOME = (
     b'{"fallbackId":"20261125-000000000:1","requestId":"20261125-000000000","recipientSeq":1,'
     b'"senderKey":"sk-mybrand","status":"REQUESTED","reason":null,"type":"SMS","bodyBytes":88,'
     b'"truncated":false,"replacedChars":0,"processedAt":"2026-11-25T12:00:00.000+09:00"}'
 )
 
 
-async def write_markers(bootstrap: str, topic: str) -> float:
+def requested_marker(i: int) -> tuple[str, int, bytes]:
+    """The i-th benchmark fallback's id, owner partition and marker, as the service writes it:
+    the input record and the outcome inside."""
+    fid = f"20261125-{i:09d}:{i % 5 + 1}"
+    owner = owner_partition(fid, PARTITIONS)
+    value = PartitionedDedupe.marker(
+        fid, "2026-11-25T12:00:00.000+09:00", (INPUT, owner, i), [OUTCOME]
+    )
+    return fid, owner, value
+
+
+async def write_markers(
+    bootstrap: str,
+    topic: str,
+    count: int = COUNT,
+    marker_of: Callable[[int], tuple[str, int, bytes]] = requested_marker,
+) -> float:
+    """Write `count` changelog records (`marker_of(i)`: key, partition, value); seconds."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1024 * 1024
     )
@@ -44,13 +62,8 @@ async def write_markers(bootstrap: str, topic: str) -> float:
     began = time.monotonic()
     try:
         futures = []
-        for i in range(COUNT):
-            fid = f"20261125-{i:09d}:{i % 5 + 1}"
-            owner = owner_partition(fid, PARTITIONS)
-            # As the service writes them: the input record and the outcome inside.
-            value = PartitionedDedupe.marker(
-                fid, "2026-11-25T12:00:00.000+09:00", (INPUT, owner, i), [_OUTCOME]
-            )
+        for i in range(count):
+            fid, owner, value = marker_of(i)
             futures.append(await producer.send(topic, value, key=fid.encode(), partition=owner))
             if len(futures) >= 50_000:
                 await asyncio.gather(*futures)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from service.compat import refresh_metadata
 from service.config import Settings, load_settings
+from service.core.models import FINAL_STATUSES
 from service.dev.broker import free_port
 from service.ops.topics import create_topics as create_all_topics
 from service.runtime.compose import build_service
@@ -289,3 +291,13 @@ async def backlog(
         **env,
     )
     return topics, port, variables
+
+
+async def finals(bootstrap: str, topic: str) -> dict[str, list[dict[str, Any]]]:
+    """Each fallback's final outcomes (§7: DELIVERED, UNDELIVERED, EXPIRED), as a
+    read_committed reader of the events topic sees them now."""
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for outcome in values(await read_to_end(bootstrap, topic)):
+        if outcome["status"] in FINAL_STATUSES:
+            found[outcome["fallbackId"]].append(outcome)
+    return found

@@ -6,7 +6,6 @@ running service (SENT, then DELIVERED or UNDELIVERED, or EXPIRED when NHN never 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,12 +18,22 @@ from service.core import nhn_results
 from service.core.models import FINAL_STATUSES
 from service.dev.broker import free_port
 from service.dev.nhn_server import NhnServer
-from service.kafka.options import client_options, make_producer
+from service.kafka.options import client_options
 from service.metrics import Metrics
+from service.runtime.compose import build_nhn_collector
 from service.runtime.service import FallbackService
-from service.sinks.nhn_results import NhnCollector, SentIndex
+from service.sinks.nhn_results import NhnCollector
 from tests.factories import event_dict
-from tests.kafka_helpers import Broker, Topics, prepare, put, read_to_end, running, values
+from tests.kafka_helpers import (
+    Broker,
+    Topics,
+    finals,
+    prepare,
+    put,
+    read_to_end,
+    running,
+    values,
+)
 from tests.processes import service_process, wait_ready
 from tests.waiting import eventually, eventually_value
 
@@ -126,14 +135,6 @@ def settings_for(topics: Topics, bootstrap: str, server: NhnServer, **extra: Any
     return topics.settings(bootstrap, **(NHN_RESULTS | extra), nhn_base_url=server.url)
 
 
-async def finals(bootstrap: str, topic: str) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for outcome in values(await read_to_end(bootstrap, topic)):
-        if outcome["status"] in FINAL:
-            found[outcome["fallbackId"]].append(outcome)
-    return found
-
-
 def events(
     count: int, number: str = "0101234{:04d}", prefix: str = "R"
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -194,21 +195,13 @@ async def test_the_whole_story_through_the_running_service(
 def collector_for(
     settings: Settings, metrics: Metrics, *, page_size: int = 1000, leads: bool = True
 ) -> NhnCollector:
-    options = client_options(settings.kafka())
-    signature = settings.nhn_webhook_signature
-    return NhnCollector(
-        settings.nhn(),
-        results_topic=settings.results_topic,
-        collector_topic=settings.nhn_results_topic_name,
-        poll_seconds=settings.nhn_results_poll_seconds,
-        signature=signature.get_secret_value() if signature else None,
-        index=SentIndex(options, settings.events_topic, keep=3600),
-        consumer_options=options,
-        make_producer=lambda: make_producer(settings, options),
-        metrics=metrics,
-        leads=lambda: leads,
-        page_size=page_size,
+    """The collector as the service composes it, leading (owning input partition 0) or not."""
+    owned = [(settings.input_topic, 0)] if leads else []
+    collector = build_nhn_collector(
+        settings, client_options(settings.kafka()), metrics, lambda: owned, page_size=page_size
     )
+    assert isinstance(collector, NhnCollector)
+    return collector
 
 
 async def sent_by(service: FallbackService, bootstrap: str, topics: Topics, count: int) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.kafka_helpers import (
     Broker,
     Topics,
     backlog,
+    finals,
     prepare,
     put,
     read_to_end,
@@ -45,15 +45,6 @@ def result(fid: str, status: str = "DELIVERED", code: str = "1000", **more: Any)
         "reportedAt": "2026-11-22T14:00:04.210+09:00",
         **more,
     }
-
-
-async def finals(bootstrap: str, topic: str) -> dict[str, list[dict[str, Any]]]:
-    """Each fallback's final outcomes, as a read_committed reader sees them now."""
-    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for outcome in values(await read_to_end(bootstrap, topic)):
-        if outcome["status"] in FINAL:
-            found[outcome["fallbackId"]].append(outcome)
-    return found
 
 
 async def wait_finals(bootstrap: str, topic: str, count: int, within: float = 30) -> Any:

@@ -55,10 +55,12 @@ def find(
         )
     else:
         for o in story.outcomes:
-            typer.echo(
-                f"outcome     {o.get('status')} {o.get('reason') or ''} {o.get('type') or ''} "
-                f"{o.get('bodyBytes') or ''} at {o.get('processedAt')}".rstrip()
+            said = " ".join(
+                str(part)
+                for part in (o.get("status"), o.get("reason"), o.get("type"), o.get("bodyBytes"))
+                if part
             )
+            typer.echo(f"outcome     {said} at {o.get('processedAt')}")
         for r in requests:
             typer.echo(
                 f"request     {r['type']} {r['bodyBytes']}B from {r['sendNo']} "

@@ -381,8 +381,9 @@ _JSON_TYPES = {
 }
 
 
-def parse_failure_event(value: bytes | None) -> FailureEvent | Malformed:
-    """Classify one input record value: an event, or why it is malformed (§2, §8)."""
+def json_object(value: bytes | None) -> dict[str, Any] | Malformed:
+    """The JSON object a record value holds, or why it holds none (§8): the first step of
+    reading the input (§2) and the results topic (§11)."""
     if value is None:
         return Malformed(error=DeadLetterError.INVALID_JSON, detail="record has no value")
     if len(value) > MAX_EVENT_BYTES:
@@ -395,11 +396,19 @@ def parse_failure_event(value: bytes | None) -> FailureEvent | Malformed:
     except orjson.JSONDecodeError as exc:
         return Malformed(error=DeadLetterError.INVALID_JSON, detail=truncate_detail(str(exc)))
     if not isinstance(data, dict):
-        # JSON, but not an object: the document has the wrong shape (§2), not the wrong syntax.
+        # JSON, but not an object: the document has the wrong shape, not the wrong syntax.
         return Malformed(
             error=DeadLetterError.INVALID_EVENT,
             detail=f"value is a JSON {_JSON_TYPES.get(type(data), 'value')}, not an object",
         )
+    return data
+
+
+def parse_failure_event(value: bytes | None) -> FailureEvent | Malformed:
+    """Classify one input record value: an event, or why it is malformed (§2, §8)."""
+    data = json_object(value)
+    if isinstance(data, Malformed):
+        return data
     try:
         return FailureEvent.model_validate(data)
     except ValidationError as exc:

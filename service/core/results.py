@@ -15,7 +15,6 @@ import orjson
 from pydantic import Field, ValidationError, field_validator
 
 from service.core.models import (
-    MAX_EVENT_BYTES,
     DeadLetterError,
     Malformed,
     MessageKind,
@@ -23,6 +22,7 @@ from service.core.models import (
     Status,
     _Wire,
     describe_errors,
+    json_object,
     truncate_detail,
 )
 from service.core.rules import timestamp
@@ -81,19 +81,9 @@ class DeliveryResult(_Wire):
 
 def parse_delivery_result(value: bytes | None) -> DeliveryResult | Malformed:
     """Classify one results-topic value as §8 classifies input: a result, or why not."""
-    if value is None:
-        return Malformed(error=DeadLetterError.INVALID_JSON, detail="record has no value")
-    if len(value) > MAX_EVENT_BYTES:
-        return Malformed(
-            error=DeadLetterError.OVERSIZED,
-            detail=f"value is {len(value)} bytes, more than {MAX_EVENT_BYTES}",
-        )
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return Malformed(error=DeadLetterError.INVALID_JSON, detail=truncate_detail(str(exc)))
-    if not isinstance(data, dict):
-        return Malformed(error=DeadLetterError.INVALID_EVENT, detail="value is not an object")
+    data = json_object(value)
+    if isinstance(data, Malformed):
+        return data
     try:
         return DeliveryResult.model_validate(data)
     except ValidationError as exc:

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 
 from service.config import Settings
 from service.core.models import FailureEvent, Outcome, SmsRequest
+from service.core.results import DeliveryResult, FinalOutcome
 from service.core.settle import SettledOutcome
 from service.pipeline.seams import Write
 from service.runtime.compose import build_service
@@ -71,8 +72,17 @@ async def _render() -> str:
         title="Outcome events",
         description="Contract §7: exactly one REQUESTED, SKIPPED or REJECTED outcome per "
         "well-formed failure event, key fallbackId; a delivering sink adds SENT or FAILED "
-        "(with a provider object).",
-        schema=Outcome | SettledOutcome,
+        "(with a provider object); with delivery results on (§11) each REQUESTED fallback "
+        "ends with one DELIVERED, UNDELIVERED or EXPIRED outcome (with a delivery object).",
+        schema=Outcome | SettledOutcome | FinalOutcome,
+    )
+    broker.publisher(
+        settings.results_topic,
+        title="Delivery results",
+        description="Contract §11: one handset result per SMS request, key fallbackId; written "
+        "by the team's SMS service (sink kafka) or the service's own result collector (sink "
+        "nhn), read with FALLBACK_DELIVERY_RESULTS=on.",
+        schema=DeliveryResult,
     )
     broker.publisher(
         settings.dlq_topic,
@@ -87,8 +97,9 @@ async def _render() -> str:
             broker,
             title="fallback-service",
             version=VERSION,
-            description="AlimTalk to SMS/LMS fallback (대체발송): reads AlimTalk failure events, "
-            "writes SMS requests, outcome events and dead letters (docs/contract.md).",
+            description="AlimTalk to SMS/LMS fallback (대체발송): reads AlimTalk failure events "
+            "and delivery results, writes SMS requests, outcome events and dead letters "
+            "(docs/contract.md).",
         )
         .to_specification()
         .to_jsonable()
@@ -99,7 +110,8 @@ async def _render() -> str:
     payloads: dict[str, Any] = {
         "AlimTalk failure events": list[FailureEvent],
         "SMS requests": SmsRequest,
-        "Outcome events": Outcome | SettledOutcome,
+        "Outcome events": Outcome | SettledOutcome | FinalOutcome,
+        "Delivery results": DeliveryResult,
         "Dead letters": bytes,
     }
     components = document.setdefault("components", {})

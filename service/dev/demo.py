@@ -161,13 +161,7 @@ async def _watch(settings: Settings, stop: asyncio.Event) -> None:
         settings.dlq_topic,
         settings.results_topic,
     ]
-    consumer = AIOKafkaConsumer(
-        *topics,
-        **client_options(settings.kafka()),
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
+    consumer = await _reader(settings, *topics)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=300)
@@ -176,6 +170,15 @@ async def _watch(settings: Settings, stop: asyncio.Event) -> None:
                     print(_describe(tp.topic, settings, r.value, r.headers), flush=True)
     finally:
         await consumer.stop()
+
+
+async def _reader(settings: Settings, *topics: str) -> AIOKafkaConsumer:
+    """A started consumer of `topics` from their beginning, in no group."""
+    consumer = AIOKafkaConsumer(
+        *topics, **client_options(settings.kafka()), group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    return consumer
 
 
 def sms_service_result(request: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -195,13 +198,7 @@ def sms_service_result(request: dict[str, Any], now: datetime) -> dict[str, Any]
 async def _play_sms_service(settings: Settings, stop: asyncio.Event) -> None:
     """The team's SMS service with the kafka sink: it reads the SMS requests and, a moment
     later, writes each one's handset result to the results topic."""
-    consumer = AIOKafkaConsumer(
-        settings.output_topic,
-        **client_options(settings.kafka()),
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
+    consumer = await _reader(settings, settings.output_topic)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=300)

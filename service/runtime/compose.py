@@ -250,6 +250,8 @@ def build_nhn_collector(
     options: dict[str, Any],
     metrics: Metrics,
     assignment: Callable[[], Collection[Any]],
+    *,
+    page_size: int = 1000,
 ) -> Collector:
     """The nhn result collector (§11), leading while the service owns input partition 0."""
     from service.sinks.nhn_results import NhnCollector, SentIndex, leads_by
@@ -270,4 +272,5 @@ def build_nhn_collector(
         make_producer=lambda: make_producer(settings, options),
         metrics=metrics,
         leads=leads_by(assignment, settings.input_topic),
+        page_size=page_size,
     )
