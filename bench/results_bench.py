@@ -2,7 +2,8 @@
 final outcomes, and the awaited set's memory and restore time at 1,000,000 awaited fallbacks.
 
 - Events/s with `FALLBACK_DELIVERY_RESULTS` off and on, on the same pre-loaded events (6
-  partitions, at least once), alternating, `--runs` times: the ratio on/off of each pair.
+  partitions, at least once), in pairs (each pair in the other order), `--runs` times: the
+  ratio on/off of each pair.
 - In each results-on run, once the events are done, one result per REQUESTED fallback (half
   DELIVERED, half UNDELIVERED) is pre-loaded to the results topic: final outcomes per second,
   beside the same run's events per second.
@@ -89,8 +90,9 @@ def _per_second(stamps: list[int]) -> float:
     return len(stamps) / ((max(stamps) - min(stamps)) / 1000)
 
 
-async def results_run(bootstrap: str, source: str, total: int) -> tuple[float, float, int]:
-    """(events/s, final outcomes/s, results) of one results-on service run."""
+async def results_run(bootstrap: str, source: str, total: int) -> tuple[float, float, int, float]:
+    """(events/s, final outcomes/s, results, CPU ms per 1,000 events) of one results-on
+    service run."""
     topics = Topics.fresh()
     await create_topics(bootstrap, topics, partitions=PARTITIONS)
     await seed(bootstrap, topics)
@@ -101,7 +103,7 @@ async def results_run(bootstrap: str, source: str, total: int) -> tuple[float, f
         service_env(topics, bootstrap, port, FALLBACK_GROUP_ID=group, **RESULTS_ON), LOG
     )
     try:
-        await drained(bootstrap, group, source, total, [process], 600)
+        cpu = (await drained(bootstrap, group, source, total, [process], 600)).cpu_ms_per_1000
         outcomes = await _read_from(bootstrap, topics.events, {})
         events_per_s = _per_second([t for _, _, t in outcomes])
         requested = [k for k, v, _ in outcomes if v and b'"REQUESTED"' in v]
@@ -127,7 +129,7 @@ async def results_run(bootstrap: str, source: str, total: int) -> tuple[float, f
         await drained(bootstrap, group, topics.results, len(results), [process], 600)
         finals = await _read_from(bootstrap, topics.events, before)
         assert len(finals) == len(results), (len(finals), len(results))
-        return events_per_s, _per_second([t for _, _, t in finals]), len(results)
+        return events_per_s, _per_second([t for _, _, t in finals]), len(results), cpu
     finally:
         await stop(process)
 
@@ -210,12 +212,20 @@ async def main(runs: int, state_only: bool) -> None:
             await preload(bootstrap, source, workload.events(EVENTS))
             rows: list[dict[str, Any]] = []
             for run in range(runs):
-                off = (await throughput(bootstrap, source, EVENTS, mode={})).per_second
-                on, finals, count = await results_run(bootstrap, source, EVENTS)
+                # Each pair in the other order than the last: the second of a pair is not
+                # always the same one.
+                if run % 2:
+                    on, finals, count, cpu_on = await results_run(bootstrap, source, EVENTS)
+                    plain = await throughput(bootstrap, source, EVENTS, mode={})
+                else:
+                    plain = await throughput(bootstrap, source, EVENTS, mode={})
+                    on, finals, count, cpu_on = await results_run(bootstrap, source, EVENTS)
+                off, cpu_off = plain.per_second, plain.cpu_ms_per_1000
                 rows.append({"off": off, "on": on, "finals": finals, "ratio": on / off})
                 print(
                     f"run {run + 1}: events/s results off {off:,.0f}, on {on:,.0f} "
-                    f"(= {on / off:.2f}x); {count:,} results -> final outcomes {finals:,.0f}/s "
+                    f"(= {on / off:.2f}x; CPU {cpu_off:.0f} and {cpu_on:.0f} ms per 1,000 "
+                    f"events); {count:,} results -> final outcomes {finals:,.0f}/s "
                     f"(= {finals / on:.2f}x the same run's events/s)",
                     flush=True,
                 )

@@ -216,6 +216,21 @@ def test_the_awaited_set_keeps_24_bytes_a_fallback() -> None:
     assert awaited_set.due(int(NOON_KST.timestamp())) == 0 and awaited_set.due(later) == 9_999
 
 
+def test_a_batch_of_requests_adds_each_once() -> None:
+    awaited_set = AwaitedSet(Channels())
+    keys = {i: digest(f"R:{i}".encode())[0] for i in range(6)}
+    awaited_set.add_many([(keys[i], awaited(f"R:{i}")) for i in (0, 1, 2)])
+    awaited_set.due(0)  # merged into the array
+    awaited_set.pop(keys[1])  # dead in the array
+    awaited_set.add(keys[3], awaited("R:3"))  # recent, not merged
+    # Awaited already (array, recent), dead, new twice over: each ends awaited once.
+    awaited_set.add_many([(keys[i], awaited(f"R:{i}")) for i in (0, 3, 1, 4, 4, 5)])
+    assert len(awaited_set) == 6
+    for i in range(6):
+        assert awaited_set.pop(keys[i]) and not awaited_set.pop(keys[i]), i
+    assert len(awaited_set) == 0
+
+
 # The processor
 
 

@@ -78,13 +78,34 @@ class AwaitedSet:
 
     def add(self, key: int, awaited: Awaited) -> None:
         """Await `awaited` under `key` (a fallback already awaited keeps its first entry)."""
-        if key in self._recent or self._find(key) is not None:
+        if self._find(key) is None:
+            self._add_new(key, awaited)
+
+    def add_many(self, items: list[tuple[int, Awaited]]) -> None:
+        """`add` for a batch's new requests: which are awaited already is looked up in the
+        array for all of them at once (one search instead of one per request)."""
+        entries = self._entries
+        if len(entries) and items:
+            keys = np.fromiter((k for k, _ in items), np.uint64, len(items))
+            at = np.minimum(np.searchsorted(entries["key"], keys), len(entries) - 1)
+            same = entries["key"][at] == keys
+            alive = entries["alive"][at] == 1
+            for (key, awaited), found, live in zip(items, same, alive, strict=True):
+                # A dead first entry may have a live one after it: the exact search decides.
+                if not found or (not live and self._find(key) is None):
+                    self._add_new(key, awaited)
+        else:
+            for key, awaited in items:
+                self._add_new(key, awaited)
+
+    def _add_new(self, key: int, awaited: Awaited) -> None:
+        if key in self._recent:
             return
         self._recent[key] = (
             awaited.failed_at_ms,
             awaited.deadline_s,
             self.channels.index(awaited.sender_key),
-            KINDS.index(awaited.kind),
+            _KIND_INDEX[awaited.kind],
         )
         if len(self._recent) >= _MERGE_EVERY:
             self._merge()
@@ -303,11 +324,15 @@ class Results:
             state = self.partitions.get(partition)
             if state is not None:
                 state.early.setdefault(digest, (result, now_ms + self.early_window_ms))
+        adding: dict[int, list[tuple[int, Awaited]]] = {}
         for partition, digest, awaited in changes.awaiting:
             state = self.partitions.get(partition)
             if state is not None:
-                state.awaited.add(digest[0], awaited)
-                state.early.pop(digest, None)
+                adding.setdefault(partition, []).append((digest[0], awaited))
+                if state.early:
+                    state.early.pop(digest, None)
+        for partition, items in adding.items():
+            self.partitions[partition].awaited.add_many(items)
         for partition, digest, status in changes.finals:
             state = self.partitions.get(partition)
             if state is not None:
