@@ -93,6 +93,9 @@ class Story:
                 f"{delivery.get('latencyMs')} ms after the AlimTalk failure ({how})"
             )
         statuses = {o.get("status") for o in self.outcomes}
+        failed = [o for o in self.outcomes if o.get("status") == Status.FAILED]
+        if failed:
+            return f"not sent: the provider answered FAILED {failed[-1].get('reason')}"
         if statuses & {Status.REQUESTED, Status.SENT}:
             return "handed over, no delivery result yet (or results are off)"
         if self.outcomes:
