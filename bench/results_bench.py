@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +41,7 @@ from service_bench import LOG, PARTITIONS, drained, throughput
 from service.config import load_settings
 from service.core.models import MessageKind
 from service.core.results import Awaited, Deadlines
-from service.dev.apache_kafka import missing_tools, start_apache_kafka
+from service.dev.apache_kafka import on_apache_kafka
 from service.dev.broker import free_port
 from service.kafka.admin import admin_client
 from service.state.awaited import Results
@@ -195,49 +194,42 @@ async def awaited_state(bootstrap: str) -> str:
 
 
 async def main(runs: int, state_only: bool) -> None:
-    why = missing_tools()
-    if why is not None:
-        print(f"results bench: skipped, it runs on Apache Kafka ({why})")
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        kafka = await asyncio.to_thread(start_apache_kafka, Path(directory))
-        try:
-            bootstrap = kafka.bootstrap
-            if state_only:
-                print(f"apache-kafka: {await awaited_state(bootstrap)}")
-                return
-            source = "bench.results.in"
-            async with admin_client(load_settings(kafka_bootstrap_servers=bootstrap).kafka()) as a:
-                await a.create_topics([NewTopic(source, PARTITIONS, 1)])
-            await preload(bootstrap, source, workload.events(EVENTS))
-            rows: list[dict[str, Any]] = []
-            for run in range(runs):
-                # Each pair in the other order than the last: the second of a pair is not
-                # always the same one.
-                if run % 2:
-                    on, finals, count, cpu_on = await results_run(bootstrap, source, EVENTS)
-                    plain = await throughput(bootstrap, source, EVENTS, mode={})
-                else:
-                    plain = await throughput(bootstrap, source, EVENTS, mode={})
-                    on, finals, count, cpu_on = await results_run(bootstrap, source, EVENTS)
-                off, cpu_off = plain.per_second, plain.cpu_ms_per_1000
-                rows.append({"off": off, "on": on, "finals": finals, "ratio": on / off})
-                print(
-                    f"run {run + 1}: events/s results off {off:,.0f}, on {on:,.0f} "
-                    f"(= {on / off:.2f}x; CPU {cpu_off:.0f} and {cpu_on:.0f} ms per 1,000 "
-                    f"events); {count:,} results -> final outcomes {finals:,.0f}/s "
-                    f"(= {finals / on:.2f}x the same run's events/s)",
-                    flush=True,
-                )
-            med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    async def measure(name: str, bootstrap: str) -> None:
+        if state_only:
+            print(f"{name}: {await awaited_state(bootstrap)}")
+            return
+        source = "bench.results.in"
+        async with admin_client(load_settings(kafka_bootstrap_servers=bootstrap).kafka()) as a:
+            await a.create_topics([NewTopic(source, PARTITIONS, 1)])
+        await preload(bootstrap, source, workload.events(EVENTS))
+        rows: list[dict[str, Any]] = []
+        for run in range(runs):
+            # Each pair in the other order than the last: the second of a pair is not
+            # always the same one.
+            if run % 2:
+                on, finals, count, cpu_on = await results_run(bootstrap, source, EVENTS)
+                plain = await throughput(bootstrap, source, EVENTS, mode={})
+            else:
+                plain = await throughput(bootstrap, source, EVENTS, mode={})
+                on, finals, count, cpu_on = await results_run(bootstrap, source, EVENTS)
+            off, cpu_off = plain.per_second, plain.cpu_ms_per_1000
+            rows.append({"off": off, "on": on, "finals": finals, "ratio": on / off})
             print(
-                f"apache-kafka, medians of {runs}: events/s off {med['off']:,.0f}, on "
-                f"{med['on']:,.0f} (on/off {med['ratio']:.2f}x); results -> final outcomes "
-                f"{med['finals']:,.0f}/s"
+                f"run {run + 1}: events/s results off {off:,.0f}, on {on:,.0f} "
+                f"(= {on / off:.2f}x; CPU {cpu_off:.0f} and {cpu_on:.0f} ms per 1,000 "
+                f"events); {count:,} results -> final outcomes {finals:,.0f}/s "
+                f"(= {finals / on:.2f}x the same run's events/s)",
+                flush=True,
             )
-            print(f"apache-kafka: {await awaited_state(bootstrap)}")
-        finally:
-            kafka.stop()
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(
+            f"{name}, medians of {runs}: events/s off {med['off']:,.0f}, on "
+            f"{med['on']:,.0f} (on/off {med['ratio']:.2f}x); results -> final outcomes "
+            f"{med['finals']:,.0f}/s"
+        )
+        print(f"{name}: {await awaited_state(bootstrap)}")
+
+    await on_apache_kafka(measure)
 
 
 if __name__ == "__main__":

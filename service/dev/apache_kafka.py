@@ -235,6 +235,12 @@ async def on_each_broker(measure: Callable[[str, str], Awaitable[None]]) -> None
         await measure("tansu", tansu.bootstrap)
     finally:
         tansu.stop()
+    await on_apache_kafka(measure)
+
+
+async def on_apache_kafka(measure: Callable[[str, str], Awaitable[None]]) -> None:
+    """Run `measure("apache-kafka", bootstrap)` on a broker started for it, or say why it
+    cannot run here."""
     why = missing_tools()
     if why is not None:
         print(f"apache-kafka: skipped ({why})")
