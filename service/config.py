@@ -37,6 +37,10 @@ class SaslMechanism(StrEnum):
 class Sink(StrEnum):
     KAFKA = "kafka"
     NHN = "nhn"
+    SOLAPI = "solapi"
+
+
+DELIVERING = frozenset({Sink.NHN, Sink.SOLAPI})
 
 
 class ProcessingGuarantee(StrEnum):
@@ -82,13 +86,9 @@ class KafkaConnection:
 
 
 @dataclass(frozen=True, slots=True)
-class NhnApi:
-    """The slice of the settings the `nhn` sink needs (§10): where the API is, the keys, and
-    how hard to press it."""
+class Pressure:
+    """How hard a delivering sink may press its provider, and how long it waits for it."""
 
-    base_url: str
-    app_key: str
-    secret_key: SecretStr
     timeout_seconds: float
     max_attempts: int
     request_deadline_seconds: float
@@ -98,6 +98,28 @@ class NhnApi:
     concurrency: int
     breaker_threshold: int
     breaker_max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NhnApi:
+    """The slice of the settings the `nhn` sink needs (§10): where the API is, the keys, and
+    how hard to press it."""
+
+    base_url: str
+    app_key: str
+    secret_key: SecretStr
+    pressure: Pressure
+
+
+@dataclass(frozen=True, slots=True)
+class SolapiApi:
+    """The slice of the settings the `solapi` sink and its collector need (§10, §11)."""
+
+    base_url: str
+    api_key: str
+    api_secret: SecretStr
+    batch_max: int
+    pressure: Pressure
 
 
 class Settings(BaseSettings):
@@ -216,9 +238,10 @@ class Settings(BaseSettings):
     """Exactly-once: how long the broker lets a transaction stay open before aborting it."""
 
     # Sink (§10)
-    sink: Sink = Sink.KAFKA
+    sink: str = "kafka"
     """`kafka`: publish SMS requests to the output topic; `nhn`: send them to NHN Cloud's SMS
-    API v3.0 and report SENT/FAILED."""
+    API v3.0; `solapi`: to Solapi's messages API v4; several delivering sinks in order
+    (`nhn,solapi`): each request to the first available one, failing over (§10)."""
     nhn_base_url: str = "https://sms.api.nhncloudservice.com"
     """nhn: the API's base URL (an NHN Cloud SMS API v3.0-compatible endpoint)."""
     nhn_app_key: str | None = None
@@ -248,6 +271,37 @@ class Settings(BaseSettings):
     probed)."""
     nhn_breaker_max_seconds: float = Field(30.0, gt=0, le=3600)
     """nhn: longest wait between two probes of an unavailable API."""
+    solapi_base_url: str = "https://api.solapi.com"
+    """solapi: the API's base URL (a Solapi messages API v4-compatible endpoint)."""
+    solapi_api_key: str | None = None
+    """solapi: the API key (in the signed `Authorization` header)."""
+    solapi_api_secret: SecretStr | None = None
+    """solapi: the API secret that signs each call; never printed."""
+    solapi_api_secret_file: str | None = None
+    """solapi: a file holding the API secret (a mounted Secret), read at start-up; wins over
+    FALLBACK_SOLAPI_API_SECRET."""
+    solapi_batch_max: int = Field(1000, ge=1, le=10_000)
+    """solapi: most messages in one send-many call (Solapi takes 10,000)."""
+    solapi_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    """solapi: each HTTP call; a call that takes longer is ambiguous and is looked up."""
+    solapi_max_attempts: int = Field(4, ge=1, le=100)
+    """solapi: attempts per message, the first included, before it is FAILED
+    `provider_unavailable`."""
+    solapi_request_deadline_seconds: float = Field(60.0, gt=0, le=3600)
+    """solapi: all attempts of one call, back-offs included, end within this."""
+    solapi_backoff_base_ms: int = Field(200, ge=1, le=60_000)
+    """solapi: first back-off between attempts (doubling, full jitter)."""
+    solapi_backoff_max_ms: int = Field(5000, ge=1, le=300_000)
+    """solapi: longest back-off between attempts."""
+    solapi_rate_limit: float = Field(20.0, ge=0, le=10_000)
+    """solapi: calls per second to the API, per replica (each up to FALLBACK_SOLAPI_BATCH_MAX
+    messages); 0: no limit."""
+    solapi_concurrency: int = Field(4, ge=1, le=256)
+    """solapi: calls in flight at once, per replica."""
+    solapi_breaker_threshold: int = Field(5, ge=1, le=10_000)
+    """solapi: transient failures in a row that open the circuit breaker."""
+    solapi_breaker_max_seconds: float = Field(30.0, gt=0, le=3600)
+    """solapi: longest wait between two probes of an unavailable API."""
 
     # Delivery results (§11)
     delivery_results: bool = False
@@ -272,6 +326,12 @@ class Settings(BaseSettings):
     nhn_webhook_signature: SecretStr | None = None
     """nhn with results on: the `X-Toast-Webhook-Signature` NHN's `MESSAGE_RESULT_UPDATE` webhook
     sends to `POST /webhooks/nhn`; unset: the webhook is refused (401)."""
+    solapi_results_poll_seconds: float = Field(30.0, gt=0, le=3600)
+    """solapi with results on: how often Solapi's message list is polled for status changes
+    (results the report webhook did not bring)."""
+    solapi_webhook_secret: SecretStr | None = None
+    """solapi with results on: the `X-Solapi-Secret` Solapi's report webhook sends to
+    `POST /webhooks/solapi`; unset: the webhook is refused (401)."""
 
     # Operation
     http_port: int = Field(8080, ge=0, le=65535)
@@ -289,7 +349,6 @@ class Settings(BaseSettings):
     @field_validator(
         "unencodable",
         "sendno_registry",
-        "sink",
         "log_format",
         "processing_guarantee",
         "charset",
@@ -337,6 +396,36 @@ class Settings(BaseSettings):
             raise ValueError("expected on or off")
         return value
 
+    @field_validator("sink", mode="before")
+    @classmethod
+    def _sinks(cls, value: Any) -> Any:
+        if isinstance(value, Sink):
+            return value.value
+        if not isinstance(value, str):
+            return value
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        known = {s.value for s in Sink}
+        for name in names:
+            if name not in known:
+                raise ValueError(f"unknown sink {name!r}: expected kafka, nhn or solapi")
+        if not names:
+            raise ValueError("expected kafka, nhn, solapi, or delivering sinks in order")
+        if len(names) > 1 and Sink.KAFKA.value in names:
+            raise ValueError("only delivering sinks (nhn, solapi) can be listed for failover")
+        if len(set(names)) != len(names):
+            raise ValueError("a sink is listed twice")
+        return ",".join(names)
+
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        """FALLBACK_SINK as a list: one sink, or delivering sinks in failover order (§10)."""
+        return tuple(Sink(n) for n in self.sink.split(","))
+
+    @property
+    def delivers(self) -> bool:
+        """Whether the sinks deliver themselves (nhn, solapi) rather than publish (kafka)."""
+        return self.sinks[0] in DELIVERING
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.kafka().uses_sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
@@ -344,15 +433,15 @@ class Settings(BaseSettings):
                 "kafka_sasl_username",
                 "SASL needs FALLBACK_KAFKA_SASL_USERNAME and FALLBACK_KAFKA_SASL_PASSWORD",
             )
-        if self.sink is Sink.NHN:
-            if self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
-                # An HTTP call cannot join a Kafka transaction (§10).
-                raise _NamedError(
-                    "sink",
-                    "FALLBACK_SINK=nhn cannot be combined with "
-                    "FALLBACK_PROCESSING_GUARANTEE=exactly-once: an HTTP API cannot join a Kafka "
-                    "transaction; use at-least-once",
-                )
+        if self.delivers and self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+            # An HTTP call cannot join a Kafka transaction (§10).
+            raise _NamedError(
+                "sink",
+                f"FALLBACK_SINK={self.sink} cannot be combined with "
+                "FALLBACK_PROCESSING_GUARANTEE=exactly-once: an HTTP API cannot join a Kafka "
+                "transaction; use at-least-once",
+            )
+        if Sink.NHN in self.sinks:
             if not self.nhn_app_key:
                 raise _NamedError("nhn_app_key", "FALLBACK_SINK=nhn needs FALLBACK_NHN_APP_KEY")
             if not self.nhn_secret_key and not self.nhn_secret_key_file:
@@ -363,6 +452,19 @@ class Settings(BaseSettings):
                 )
             if not self.nhn_base_url.startswith(("http://", "https://")):
                 raise _NamedError("nhn_base_url", "expected an http:// or https:// URL")
+        if Sink.SOLAPI in self.sinks:
+            if not self.solapi_api_key:
+                raise _NamedError(
+                    "solapi_api_key", "FALLBACK_SINK=solapi needs FALLBACK_SOLAPI_API_KEY"
+                )
+            if not self.solapi_api_secret and not self.solapi_api_secret_file:
+                raise _NamedError(
+                    "solapi_api_secret",
+                    "FALLBACK_SINK=solapi needs FALLBACK_SOLAPI_API_SECRET "
+                    "or FALLBACK_SOLAPI_API_SECRET_FILE",
+                )
+            if not self.solapi_base_url.startswith(("http://", "https://")):
+                raise _NamedError("solapi_base_url", "expected an http:// or https:// URL")
         return self
 
     @property
@@ -372,11 +474,20 @@ class Settings(BaseSettings):
     @property
     def collects_nhn_results(self) -> bool:
         """The nhn sink with delivery results on: the service collects NHN's results (§11)."""
-        return self.delivery_results and self.sink is Sink.NHN
+        return self.delivery_results and Sink.NHN in self.sinks
+
+    @property
+    def collects_solapi_results(self) -> bool:
+        """The solapi sink with delivery results on: the service collects Solapi's (§11)."""
+        return self.delivery_results and Sink.SOLAPI in self.sinks
 
     @property
     def nhn_results_topic_name(self) -> str:
         return f"{self.group_id}.nhn-results"
+
+    @property
+    def solapi_results_topic_name(self) -> str:
+        return f"{self.group_id}.solapi-results"
 
     @property
     def repartition_topic_name(self) -> str:
@@ -401,19 +512,7 @@ class Settings(BaseSettings):
     def nhn(self) -> NhnApi:
         """The `nhn` sink's slice. Reads FALLBACK_NHN_SECRET_KEY_FILE when set; raises
         ConfigError naming the variable when it cannot be read or is empty."""
-        secret = self.nhn_secret_key
-        if self.nhn_secret_key_file:
-            variable = _variable("nhn_secret_key_file")
-            try:
-                with open(self.nhn_secret_key_file, encoding="utf-8") as file:
-                    text = file.read().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"invalid configuration: {variable}: cannot read the file ({exc.strerror})"
-                ) from None
-            if not text:
-                raise ConfigError(f"invalid configuration: {variable}: the file is empty")
-            secret = SecretStr(text)
+        secret = _secret(self.nhn_secret_key, self.nhn_secret_key_file, "nhn_secret_key_file")
         if secret is None or not self.nhn_app_key:
             raise ConfigError(
                 "invalid configuration: FALLBACK_NHN_APP_KEY and FALLBACK_NHN_SECRET_KEY are needed"
@@ -422,15 +521,46 @@ class Settings(BaseSettings):
             base_url=self.nhn_base_url.rstrip("/"),
             app_key=self.nhn_app_key,
             secret_key=secret,
-            timeout_seconds=self.nhn_timeout_seconds,
-            max_attempts=self.nhn_max_attempts,
-            request_deadline_seconds=self.nhn_request_deadline_seconds,
-            backoff_base_seconds=self.nhn_backoff_base_ms / 1000,
-            backoff_max_seconds=self.nhn_backoff_max_ms / 1000,
-            rate_limit=self.nhn_rate_limit,
-            concurrency=self.nhn_concurrency,
-            breaker_threshold=self.nhn_breaker_threshold,
-            breaker_max_seconds=self.nhn_breaker_max_seconds,
+            pressure=Pressure(
+                timeout_seconds=self.nhn_timeout_seconds,
+                max_attempts=self.nhn_max_attempts,
+                request_deadline_seconds=self.nhn_request_deadline_seconds,
+                backoff_base_seconds=self.nhn_backoff_base_ms / 1000,
+                backoff_max_seconds=self.nhn_backoff_max_ms / 1000,
+                rate_limit=self.nhn_rate_limit,
+                concurrency=self.nhn_concurrency,
+                breaker_threshold=self.nhn_breaker_threshold,
+                breaker_max_seconds=self.nhn_breaker_max_seconds,
+            ),
+        )
+
+    def solapi(self) -> SolapiApi:
+        """The `solapi` sink's slice. Reads FALLBACK_SOLAPI_API_SECRET_FILE when set; raises
+        ConfigError naming the variable when it cannot be read or is empty."""
+        secret = _secret(
+            self.solapi_api_secret, self.solapi_api_secret_file, "solapi_api_secret_file"
+        )
+        if secret is None or not self.solapi_api_key:
+            raise ConfigError(
+                "invalid configuration: FALLBACK_SOLAPI_API_KEY and FALLBACK_SOLAPI_API_SECRET "
+                "are needed"
+            )
+        return SolapiApi(
+            base_url=self.solapi_base_url.rstrip("/"),
+            api_key=self.solapi_api_key,
+            api_secret=secret,
+            batch_max=self.solapi_batch_max,
+            pressure=Pressure(
+                timeout_seconds=self.solapi_timeout_seconds,
+                max_attempts=self.solapi_max_attempts,
+                request_deadline_seconds=self.solapi_request_deadline_seconds,
+                backoff_base_seconds=self.solapi_backoff_base_ms / 1000,
+                backoff_max_seconds=self.solapi_backoff_max_ms / 1000,
+                rate_limit=self.solapi_rate_limit,
+                concurrency=self.solapi_concurrency,
+                breaker_threshold=self.solapi_breaker_threshold,
+                breaker_max_seconds=self.solapi_breaker_max_seconds,
+            ),
         )
 
     def deadlines(self) -> Deadlines:
@@ -456,6 +586,23 @@ class Settings(BaseSettings):
             charset=self.charset,
             max_age=parse_duration(self.max_age),
         )
+
+
+def _secret(value: SecretStr | None, path: str | None, field: str) -> SecretStr | None:
+    """A secret from its variable, or from the file its `…_FILE` variable names (which wins)."""
+    if not path:
+        return value
+    variable = _variable(field)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid configuration: {variable}: cannot read the file ({exc.strerror})"
+        ) from None
+    if not text:
+        raise ConfigError(f"invalid configuration: {variable}: the file is empty")
+    return SecretStr(text)
 
 
 class _NamedError(ValueError):

@@ -146,33 +146,63 @@ class Metrics:
             "Events forwarded to the partition that owns their fallbackId (not keyed by it)",
             registry=r,
         )
-        # The nhn sink (§10)
-        self.nhn_requests = Counter(
-            "fallback_nhn_requests",
-            "Calls to the SMS API by endpoint and result (the API's resultCode, or the "
-            "transport's trouble: http_503, timeout, connection_error)",
-            ["endpoint", "result"],
+        # The delivering sinks (nhn, solapi) and failover between them (§10)
+        self.provider_requests = Counter(
+            "fallback_provider_requests",
+            "Calls to an SMS provider by provider, endpoint and result (the provider's code, or "
+            "the transport's trouble: http_503, timeout, connection_error)",
+            ["provider", "endpoint", "result"],
             registry=r,
         )
-        self.nhn_retries = Counter(
-            "fallback_nhn_retries",
-            "Calls to the SMS API repeated after transient trouble",
-            ["endpoint"],
+        self.provider_messages = Counter(
+            "fallback_provider_messages",
+            "Messages an SMS provider answered for, by provider and verdict (accepted, "
+            "rejected); a call to solapi carries many",
+            ["provider", "verdict"],
             registry=r,
         )
-        self.nhn_in_flight = Gauge(
-            "fallback_nhn_in_flight", "Calls to the SMS API waiting for an answer", registry=r
+        self.provider_retries = Counter(
+            "fallback_provider_retries",
+            "Calls to an SMS provider repeated after transient trouble",
+            ["provider", "endpoint"],
+            registry=r,
         )
-        self.nhn_latency = Histogram(
-            "fallback_nhn_request_seconds",
-            "Time for one call to the SMS API to be answered (or to fail)",
-            ["endpoint"],
+        self.provider_in_flight = Gauge(
+            "fallback_provider_in_flight",
+            "Calls to an SMS provider waiting for an answer",
+            ["provider"],
+            registry=r,
+        )
+        self.provider_latency = Histogram(
+            "fallback_provider_request_seconds",
+            "Time for one call to an SMS provider to be answered (or to fail)",
+            ["provider", "endpoint"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        self.nhn_breaker_open = Gauge(
-            "fallback_nhn_breaker_open",
-            "1 while the SMS API is unavailable and the input is paused",
+        self.provider_unavailable = Gauge(
+            "fallback_provider_unavailable",
+            "1 while an SMS provider is unavailable (its circuit breaker is open)",
+            ["provider"],
+            registry=r,
+        )
+        self.provider_lookups = Counter(
+            "fallback_provider_lookups",
+            "Lookups at a provider after an ambiguous attempt, by what it said (taken, "
+            "not_taken, unknown)",
+            ["provider", "result"],
+            registry=r,
+        )
+        self.provider_failovers = Counter(
+            "fallback_provider_failovers",
+            "Requests handed from one provider to the next (reason: unavailable, refused, "
+            "account) or back to the first (reason: recovered)",
+            ["from", "to", "reason"],
+            registry=r,
+        )
+        self.sink_paused = Gauge(
+            "fallback_sink_paused",
+            "1 while every listed SMS provider is unavailable and the input is paused",
             registry=r,
         )
         self.sink_held = Counter(

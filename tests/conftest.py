@@ -18,6 +18,7 @@ from service import compat
 from service.dev.apache_kafka import ApacheKafka, ensure_jars, missing_tools
 from service.dev.broker import start_broker
 from service.dev.nhn_server import NhnServer
+from service.dev.solapi_server import SolapiServer
 from tests.kafka_helpers import Broker, Topics
 
 REQUIRE_KAFKA = os.environ.get("FALLBACK_TEST_REQUIRE_KAFKA") == "1"
@@ -108,6 +109,16 @@ def topics(broker: Broker) -> Topics:
 async def nhn_server() -> AsyncIterator[NhnServer]:
     """The local NHN-compatible SMS API (`service.dev.nhn_server`), app key APP, secret SECRET."""
     stand_in = NhnServer(app_key="APP", secret_key="SECRET")
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
+
+
+@pytest.fixture
+async def solapi_server() -> AsyncIterator[SolapiServer]:
+    """The local Solapi-compatible messages API (`service.dev.solapi_server`), key KEY, secret
+    SECRET."""
+    stand_in = SolapiServer(api_key="KEY", api_secret="SECRET")
     await stand_in.start()
     yield stand_in
     await stand_in.stop()

@@ -40,7 +40,7 @@ def test_defaults_match_the_contract() -> None:
     assert s.sendno_registry is Registry.ENFORCE
     assert s.ad_quiet_hours == "21:00-08:00"
     assert s.http_port == 8080
-    assert s.sink is Sink.KAFKA
+    assert s.sinks == (Sink.KAFKA,)
     assert s.dedupe_topic_name == "fallback-service.dedupe"
 
 

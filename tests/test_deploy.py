@@ -192,7 +192,7 @@ def test_dashboard_takes_its_datasource_as_a_variable() -> None:
     titles = " ".join(p["title"] for p in panels).lower()
     for topic in ("status", "reason", "sms vs lms", "trunc", "dead letters", "latency", "lag"):
         assert topic in titles, topic
-    for topic in ("table", "ready", "sms api"):
+    for topic in ("table", "ready", "sms provider", "failover"):
         assert topic in titles, topic
 
 

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from service.core import nhn
 from service.core.models import MessageKind, SmsRequest
@@ -56,7 +52,14 @@ def test_body_carries_the_request_of_section_6() -> None:
         "sendNo": lms.sendNo,
         "body": lms.body,
         "title": "@mybrand",
-        "recipientList": [{"recipientNo": "01012345678", "countryCode": "82"}],
+        # Without the event's own grouping key, the fallbackId: the lookup's exact match.
+        "recipientList": [
+            {
+                "recipientNo": "01012345678",
+                "countryCode": "82",
+                "recipientGroupingKey": lms.fallbackId,
+            }
+        ],
     }
     sms = request(senderGroupingKey="S1", recipientGroupingKey="R1", statsId="st")
     body = nhn.body(sms)
@@ -110,13 +113,20 @@ def test_body_carries_the_request_of_section_6() -> None:
             "transient",
             -2021,
         ),
-        (500, b"", "transient", None),
-        (502, b"<html>", "transient", None),
-        (503, b"", "transient", None),
+        # A 5xx without the API's own body says nothing of the message: looked up (§10).
+        (500, b"", "ambiguous", None),
+        (502, b"<html>", "ambiguous", None),
+        (503, b"", "ambiguous", None),
+        (
+            503,
+            b'{"header": {"isSuccessful": false, "resultCode": -9999, "resultMessage": "x"}}',
+            "transient",
+            None,
+        ),
         (429, b"", "transient", None),
         (408, b"", "transient", None),
-        (200, b"<html>proxy</html>", "transient", None),
-        (200, b'{"header": {}}', "transient", None),
+        (200, b"<html>proxy</html>", "ambiguous", None),
+        (200, b'{"header": {}}', "ambiguous", None),
         (401, b"", "account", None),
         (403, b"", "account", None),
         (404, b"", "account", None),
@@ -154,37 +164,6 @@ def test_the_recipients_own_entry_decides_among_several() -> None:
     )
 
 
-def test_retry_after_in_seconds_or_as_a_date() -> None:
-    assert nhn.parse_retry_after("7", NOW) == 7.0
-    later = format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True)
-    assert nhn.parse_retry_after(later, NOW) == pytest.approx(30.0)
-    assert nhn.parse_retry_after("soon", NOW) is None
-    assert nhn.parse_retry_after(None, NOW) is None
+def test_a_429_carries_its_retry_after() -> None:
     found = nhn.classify(429, {"retry-after": "3"}, b"", "0", NOW)
     assert found.retry_after == 3.0
-
-
-@given(
-    attempt=st.integers(1, 30),
-    base=st.floats(0.001, 5),
-    cap=st.floats(0.001, 60),
-    draw=st.floats(0, 1, exclude_max=True),
-)
-def test_backoff_is_full_jitter_under_the_capped_exponential(
-    attempt: int, base: float, cap: float, draw: float
-) -> None:
-    wait = nhn.backoff(attempt, base, cap, draw)
-    assert 0 <= wait <= min(cap, base * 2 ** (attempt - 1)) + 1e-9
-
-
-def test_retry_wait_never_shorter_than_retry_after() -> None:
-    throttled = nhn.Answer(nhn.Verdict.TRANSIENT, None, "HTTP 429", retry_after=2.0)
-    assert nhn.retry_wait(throttled, 1, 0.2, 5, 0.5) == 2.0
-    assert nhn.retry_wait(throttled, 10, 1, 5, 0.9) == pytest.approx(4.5)
-
-
-def test_labels_for_metrics() -> None:
-    assert nhn.Answer(nhn.Verdict.ACCEPTED, 0, "SUCCESS").label == "0"
-    assert nhn.transport_failure("timeout: ReadTimeout").label == "timeout"
-    assert nhn.transport_failure("connection error: ConnectError").label == "connection_error"
-    assert nhn.Answer(nhn.Verdict.TRANSIENT, None, "HTTP 503").label == "http_503"

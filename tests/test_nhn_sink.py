@@ -16,7 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 from pydantic import SecretStr
 
-from service.config import NhnApi
+from service.config import NhnApi, Pressure
 from service.core.models import SmsRequest
 from service.core.rules import Policy, decide
 from service.dev.nhn_server import NhnServer
@@ -29,22 +29,30 @@ from tests.factories import NOON_KST, REGISTRY, SEND_NO, channel, event
 SOURCE = TopicPartition("in", 0)
 
 
+PRESSURE = Pressure(
+    timeout_seconds=2.0,
+    max_attempts=4,
+    request_deadline_seconds=30.0,
+    backoff_base_seconds=0.2,
+    backoff_max_seconds=5.0,
+    rate_limit=0,
+    concurrency=8,
+    breaker_threshold=5,
+    breaker_max_seconds=30.0,
+)
+
+
 def api(**changes: Any) -> NhnApi:
+    """The test API's slice; `changes` name its fields or those of its `Pressure`."""
+    pressed = {k: v for k, v in changes.items() if k in Pressure.__dataclass_fields__}
+    rest = {k: v for k, v in changes.items() if k not in pressed}
     base = NhnApi(
         base_url="http://nhn.test",
         app_key="APP",
         secret_key=SecretStr("SECRET"),
-        timeout_seconds=2.0,
-        max_attempts=4,
-        request_deadline_seconds=30.0,
-        backoff_base_seconds=0.2,
-        backoff_max_seconds=5.0,
-        rate_limit=0,
-        concurrency=8,
-        breaker_threshold=5,
-        breaker_max_seconds=30.0,
+        pressure=dataclasses.replace(PRESSURE, **pressed),
     )
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(base, **rest)
 
 
 def sms_request(seq: int = 1, **fields: Any) -> SmsRequest:
@@ -82,9 +90,20 @@ def ok(request_id: str = "REQ") -> httpx.Response:
     )
 
 
-def refused(code: int, message: str = "refused") -> httpx.Response:
+def listing(items: list[dict[str, Any]]) -> httpx.Response:
+    """A page of the send list, as the lookup after an ambiguous attempt reads it."""
     return httpx.Response(
         200,
+        json={
+            "header": {"isSuccessful": True, "resultCode": 0, "resultMessage": "SUCCESS"},
+            "body": {"pageNum": 1, "pageSize": 1000, "totalCount": len(items), "data": items},
+        },
+    )
+
+
+def refused(code: int, message: str = "refused", status: int = 200) -> httpx.Response:
+    return httpx.Response(
+        status,
         json={
             "header": {"isSuccessful": False, "resultCode": code, "resultMessage": message},
             "body": None,
@@ -106,10 +125,20 @@ class Sleeps:
 async def started(
     handler: Callable[[httpx.Request], Any], sleeps: Sleeps | None = None, **changes: Any
 ) -> NhnSink:
+    async def sends(request: httpx.Request) -> httpx.Response:
+        # Lookups after an ambiguous attempt find nothing: the send is retried as before.
+        if request.method == "GET":
+            return listing([])
+        answer = handler(request)
+        if asyncio.iscoroutine(answer):
+            answer = await answer
+        assert isinstance(answer, httpx.Response)
+        return answer
+
     sink = NhnSink(
         api(**changes),
         Metrics(),
-        transport=httpx.MockTransport(handler),
+        transport=httpx.MockTransport(sends),
         sleep=sleeps or Sleeps(),
         unit_random=lambda: 0.5,
     )
@@ -137,14 +166,20 @@ async def test_a_request_is_sent_to_its_endpoint_with_the_keys_and_settles_sent(
     assert request.headers["content-type"] == "application/json;charset=UTF-8"
     body = json.loads(request.content.decode("utf-8"))
     assert body["sendNo"] == SEND_NO
-    assert body["recipientList"] == [{"recipientNo": "01012345678", "countryCode": "82"}]
+    assert body["recipientList"] == [
+        {
+            "recipientNo": "01012345678",
+            "countryCode": "82",
+            "recipientGroupingKey": delivery.request.fallbackId,
+        }
+    ]
     assert body["body"] == delivery.request.body
 
 
 async def test_transient_trouble_is_retried_with_backoff_then_sent() -> None:
     answers = iter(
         [
-            httpx.Response(503),
+            refused(-9999, "System error.", status=503),
             refused(-9999, "System error."),
             httpx.Response(429, headers={"Retry-After": "3"}),
             ok(),
@@ -158,10 +193,10 @@ async def test_transient_trouble_is_retried_with_backoff_then_sent() -> None:
     assert delivery.answer.attempts == 4
     # Full jitter at 0.5 of 0.2·2^(n-1); the 429's Retry-After wins over its jitter.
     assert sleeps.asked == [pytest.approx(0.1), pytest.approx(0.2), 3.0]
-    requests = sink.metrics.nhn_requests
-    assert requests.labels("sender/sms", "http_503")._value.get() == 1
-    assert requests.labels("sender/sms", "-9999")._value.get() == 1
-    assert sink.metrics.nhn_retries.labels("sender/sms")._value.get() == 3
+    requests = sink.metrics.provider_requests
+    assert requests.labels("nhn", "sender/sms", "http_503")._value.get() == 1
+    assert requests.labels("nhn", "sender/sms", "-9999")._value.get() == 1
+    assert sink.metrics.provider_retries.labels("nhn", "sender/sms")._value.get() == 3
 
 
 async def test_connection_errors_and_timeouts_are_retried() -> None:
@@ -176,11 +211,75 @@ async def test_connection_errors_and_timeouts_are_retried() -> None:
             raise httpx.ReadTimeout("slow")
         return ok()
 
-    sink = await started(handler)
+    sleeps = Sleeps()
+    sink = await started(handler, sleeps)
     [delivery] = deliveries(1)
     await sink.deliver([delivery])
     assert delivery.answer is not None and delivery.answer.accepted
     assert delivery.answer.attempts == 3
+    # The timeout was ambiguous: a call's timeout passed, the send list said "not taken".
+    assert sleeps.asked[1] == PRESSURE.timeout_seconds
+    assert sink.metrics.provider_lookups.labels("nhn", "not_taken")._value.get() == 1
+    assert not sink.unsure
+
+
+async def test_a_lost_answer_is_found_by_the_lookup_and_never_sent_again() -> None:
+    posts: list[httpx.Request] = []
+    gets: list[httpx.Request] = []
+    [delivery] = deliveries(1)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            gets.append(request)
+            item = {
+                "requestId": "TAKEN-1",
+                "recipientNo": delivery.request.recipientNo,
+                "body": delivery.request.body,
+                "senderGroupingKey": None,
+                "recipientGroupingKey": delivery.request.fallbackId,
+            }
+            return listing([item])
+        posts.append(request)
+        raise httpx.RemoteProtocolError("the connection closed after the request was sent")
+
+    sink = NhnSink(
+        api(),
+        Metrics(),
+        transport=httpx.MockTransport(handler),
+        sleep=Sleeps(),
+        unit_random=lambda: 0.5,
+    )
+    await sink.start()
+    await sink.deliver([delivery])
+    assert len(posts) == 1 and len(gets) == 1
+    assert delivery.answer is not None and delivery.answer.accepted
+    assert delivery.answer.request_id == "TAKEN-1"
+    assert gets[0].url.params["recipientNo"] == delivery.request.recipientNo
+
+
+async def test_a_lookup_without_an_answer_keeps_the_request_held_and_with_this_provider() -> None:
+    posts = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        if request.method == "GET":
+            return httpx.Response(503)
+        posts += 1
+        raise httpx.ReadTimeout("slow")
+
+    sink = NhnSink(
+        api(request_deadline_seconds=0.5, breaker_threshold=100),
+        Metrics(),
+        transport=httpx.MockTransport(handler),
+        sleep=Sleeps(),
+        unit_random=lambda: 0.0,
+    )
+    await sink.start()
+    [delivery] = deliveries(1)
+    await sink.deliver([delivery])
+    assert posts == 1  # never sent blindly again
+    assert delivery.held and delivery.answer is None
+    assert sink.holds(delivery.request.fallbackId)
 
 
 @pytest.mark.parametrize("code", [-2015, -2023, -2312, -2313, -2019, -6003, -6001, -9997])
@@ -209,7 +308,7 @@ async def test_a_request_that_exhausts_its_attempts_while_others_are_answered_fa
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         if body["recipientList"][0]["recipientNo"] == "01099990000":
-            return httpx.Response(502)
+            return refused(-9999, "System error.", status=502)
         return ok()
 
     sink = await started(handler, breaker_threshold=100)
@@ -220,7 +319,7 @@ async def test_a_request_that_exhausts_its_attempts_while_others_are_answered_fa
     assert troubled.answer.accepted is None
     assert troubled.answer.attempts == 4
     assert troubled.answer.result_message == "HTTP 502"
-    assert sink.breaker.closed
+    assert sink.breaker.closed and not sink.unsure
 
 
 async def test_an_api_that_answers_nobody_opens_the_breaker_and_holds_everything() -> None:
@@ -239,7 +338,7 @@ async def test_an_api_that_answers_nobody_opens_the_breaker_and_holds_everything
     # The breaker opened after 5 failures in a row; nothing more went out after it.
     assert calls <= 5 + 2
     assert sink.unavailable() is not None and "HTTP 503" in (sink.unavailable() or "")
-    assert sink.metrics.nhn_breaker_open._value.get() == 1
+    assert sink.metrics.provider_unavailable.labels("nhn")._value.get() == 1
     # While open, a new batch does not reach the API at all.
     before = calls
     again = deliveries(3)
@@ -389,20 +488,42 @@ async def test_business_errors_from_the_server(nhn_server: NhnServer) -> None:
     assert len(nhn_server.received) == 3
 
 
-async def test_dropped_connections_and_slow_answers_are_retried(nhn_server: NhnServer) -> None:
+async def test_dropped_connections_are_looked_up_and_sent_once(nhn_server: NhnServer) -> None:
     sink = await real_sink(nhn_server, timeout_seconds=0.3, backoff_base_seconds=0.01)
+    # Two drops before the API took it (the lookups find nothing: sent again), then a slow
+    # answer of a message it took (the lookup finds it: not sent again).
     nhn_server.control({"fault": "drop", "times": 2})
-    nhn_server.control({"fault": "slow", "delay": 1.0, "times": 1})
+    nhn_server.control({"fault": "slow", "delay": 1.0, "times": 1, "after": True})
     [delivery] = deliveries(1)
     await sink.deliver([delivery])
     assert delivery.answer is not None and delivery.answer.accepted
-    assert delivery.answer.attempts == 4
+    assert delivery.answer.attempts == 3
     assert [r.get("answer") for r in nhn_server.received][:2] == ["dropped", "dropped"]
+    assert nhn_server.accepted[delivery.request.body] == 1
+    assert delivery.answer.request_id == nhn_server.sent[0]["requestId"]
+
+
+async def test_a_request_taken_before_the_connection_dropped_is_taken_once(
+    nhn_server: NhnServer,
+) -> None:
+    sink = await real_sink(
+        nhn_server, timeout_seconds=0.3, backoff_base_seconds=0.01, breaker_threshold=100
+    )
+    nhn_server.control({"fault": "drop", "after": True})
+    batch = deliveries(5)
+    await sink.deliver(batch)
+    assert all(d.answer is not None and d.answer.accepted for d in batch)
+    taken = Counter(m["recipientGroupingKey"] for m in nhn_server.sent)
+    assert [taken[d.request.fallbackId] for d in batch] == [1] * 5
+    assert len(nhn_server.received) == 5  # one send each, then lookups
+    assert {d.answer.request_id for d in batch if d.answer} == {
+        m["requestId"] for m in nhn_server.sent
+    }
 
 
 async def test_provider_unavailable_after_the_budget(nhn_server: NhnServer) -> None:
     sink = await real_sink(nhn_server, backoff_base_seconds=0.01, max_attempts=3)
-    nhn_server.control({"fault": "http", "status": 500, "match": "01099990000"})
+    nhn_server.control({"fault": "http", "status": 500, "own_body": True, "match": "01099990000"})
     troubled = Delivery(sms_request(5, recipientNo="01099990000"), SOURCE)
     others = deliveries(20)
     await sink.deliver([troubled, *others])

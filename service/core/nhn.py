@@ -1,19 +1,19 @@
 """The NHN Cloud SMS API v3.0 as plain data (contract §10): which endpoint and body a request
-becomes, what an answer means, and how long to wait before trying again.
+becomes, what an answer means, and how a request is looked up after an ambiguous attempt.
 
 Pure: the `nhn` sink (`service.sinks.nhn`) does the HTTP; this module only decides.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.core.models import MessageKind, SmsRequest
+from service.core.nhn_results import nhn_time
+from service.core.provider import Answer, Found, Lookup, Verdict, parse_retry_after
 
 API_VERSION = "v3.0"
 CONTENT_TYPE = "application/json;charset=UTF-8"
@@ -31,33 +31,6 @@ _ACCOUNT_STATUSES = frozenset({401, 403, 404, 405})
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
-class Verdict(StrEnum):
-    """What one answer of the API means for the request."""
-
-    ACCEPTED = "accepted"  # SENT
-    REJECTED = "rejected"  # FAILED provider_rejected, never retried
-    TRANSIENT = "transient"  # retried; FAILED provider_unavailable when the budget is spent
-    ACCOUNT = "account"  # no message can get past: pause the input, probe until it clears
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One attempt's answer, classified. `retry_after` is the API's own wait, in seconds."""
-
-    verdict: Verdict
-    result_code: int | None
-    result_message: str
-    request_id: str | None = None
-    retry_after: float | None = None
-
-    @property
-    def label(self) -> str:
-        """The answer as a metric label: the API's result code, else the transport's cause."""
-        if self.result_code is not None:
-            return str(self.result_code)
-        return self.result_message.split(":", 1)[0].strip().lower().replace(" ", "_")[:32]
-
-
 def endpoint(request: SmsRequest) -> str:
     """The send endpoint for `request`, relative to the app key: by type and ad flag (§10)."""
     kind = "sms" if request.type is MessageKind.SMS else "mms"
@@ -69,15 +42,21 @@ def path(app_key: str, request: SmsRequest) -> str:
     return f"/sms/{API_VERSION}/appKeys/{app_key}/{endpoint(request)}"
 
 
+def grouping_key(request: SmsRequest) -> str:
+    """The recipient's grouping key sent to NHN: the event's own, else the fallbackId (at most
+    75 characters; NHN takes 100), so the send list can tell this fallback from any other to
+    the same number when an answer is lost (docs/decisions.md)."""
+    return request.recipientGroupingKey or request.fallbackId
+
+
 def body(request: SmsRequest) -> dict[str, Any]:
     """The JSON body of §10 for `request`. Optional fields that are null are left out rather
     than sent as null: the API documents them as optional strings."""
     recipient: dict[str, Any] = {
         "recipientNo": request.recipientNo,
         "countryCode": request.countryCode,
+        "recipientGroupingKey": grouping_key(request),
     }
-    if request.recipientGroupingKey is not None:
-        recipient["recipientGroupingKey"] = request.recipientGroupingKey
     payload: dict[str, Any] = {"sendNo": request.sendNo, "body": request.body}
     if request.type is MessageKind.LMS and request.title is not None:
         payload["title"] = request.title
@@ -87,11 +66,6 @@ def body(request: SmsRequest) -> dict[str, Any]:
     if request.statsId is not None:
         payload["statsId"] = request.statsId
     return payload
-
-
-def transport_failure(cause: str) -> Answer:
-    """No answer at all: the connection failed or the call timed out. Always worth retrying."""
-    return Answer(Verdict.TRANSIENT, None, cause)
 
 
 def classify(
@@ -109,21 +83,24 @@ def classify(
     """
     if status >= 500 or status in _TRANSIENT_STATUSES:
         retry_after = parse_retry_after(headers.get("retry-after"), now_epoch)
-        return Answer(Verdict.TRANSIENT, None, f"HTTP {status}", retry_after=retry_after)
+        # 429 and 408 say the call was refused as a whole. A 5xx is the API's own refusal only
+        # when it carries the API's error body; a proxy's page says nothing of the message (§10).
+        own = status < 500 or _header_of(content) is not None
+        verdict = Verdict.TRANSIENT if own else Verdict.AMBIGUOUS
+        return Answer(verdict, None, f"HTTP {status}", retry_after=retry_after)
     if status in _ACCOUNT_STATUSES:
         return Answer(Verdict.ACCOUNT, None, f"HTTP {status}")
     if not 200 <= status < 300:
         return Answer(Verdict.REJECTED, None, f"HTTP {status}")
-    try:
-        document = json.loads(content)
-        header = document["header"]
-        successful = header["isSuccessful"]
-        code = int(header["resultCode"])
-        message = str(header.get("resultMessage") or "")
-    except (ValueError, TypeError, KeyError):
-        # Something between us and the API answered (a proxy's page): we cannot know whether
-        # the message was taken. Retrying risks a duplicate, not retrying risks a loss.
-        return Answer(Verdict.TRANSIENT, None, f"HTTP {status}: unreadable answer")
+    document = _header_of(content)
+    if document is None:
+        # Something between us and the API answered: we cannot know whether the message was
+        # taken, so it is looked up before it is sent again.
+        return Answer(Verdict.AMBIGUOUS, None, f"HTTP {status}: unreadable answer")
+    header = document["header"]
+    successful = header["isSuccessful"]
+    code = int(header["resultCode"])
+    message = str(header.get("resultMessage") or "")
     if successful is not True:
         if code in _TRANSIENT_CODES:
             return Answer(Verdict.TRANSIENT, code, message)
@@ -159,33 +136,80 @@ def _recipient_entry(results: object, recipient_no: str) -> Mapping[str, Any] | 
     return entries[0] if len(entries) == 1 else None
 
 
-def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
-    """`Retry-After` in seconds from now: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+def _header_of(content: bytes) -> dict[str, Any] | None:
+    """The API's answer document when `content` is one (a `header` with its result), else None."""
     try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        document = json.loads(content)
+        header = document["header"]
+        int(header["resultCode"])
+        header["isSuccessful"]
+    except (ValueError, TypeError, KeyError):
         return None
-    if moment is None:
-        return None
-    return max(0.0, moment.timestamp() - now_epoch)
+    return document if isinstance(document, dict) else None
 
 
-def backoff(attempt: int, base: float, cap: float, unit_random: float) -> float:
-    """The wait before retry number `attempt` (1 = the first retry): full jitter, uniform in
-    [0, min(cap, base·2^(attempt-1))]. `unit_random` is a draw from [0, 1)."""
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    return float(ceiling * unit_random)
+# The lookup after an ambiguous attempt (§10): the send list of the request's time window.
+LOOKUP_PAGE_SIZE = 1000
+# Around the first ambiguous attempt: NHN stamps requestDate on its own clock.
+_LOOKUP_MARGIN = timedelta(minutes=2)
 
 
-def retry_wait(answer: Answer, attempt: int, base: float, cap: float, unit_random: float) -> float:
-    """How long to wait after `answer` before the next attempt: the jittered backoff, but never
-    less than what the API asked for in `Retry-After`."""
-    wait = backoff(attempt, base, cap, unit_random)
-    if answer.retry_after is not None:
-        wait = max(wait, answer.retry_after)
-    return wait
+def lookup_path(app_key: str, request: SmsRequest) -> str:
+    """The send list holding `request` (advertising sends are in the same lists)."""
+    kind = "sms" if request.type is MessageKind.SMS else "mms"
+    return f"/sms/{API_VERSION}/appKeys/{app_key}/sender/{kind}"
+
+
+def lookup_query(
+    request: SmsRequest, first_sent: datetime, now: datetime, page: int
+) -> dict[str, str]:
+    """The query of the send list for the messages to `request`'s recipient since its first
+    ambiguous attempt (request dates in Korean time, `yyyy-MM-dd HH:mm:ss`)."""
+    query = {
+        "startRequestDate": nhn_time(first_sent - _LOOKUP_MARGIN),
+        "endRequestDate": nhn_time(now + _LOOKUP_MARGIN),
+        "recipientNo": request.recipientNo,
+        "pageNum": str(page),
+        "pageSize": str(LOOKUP_PAGE_SIZE),
+    }
+    if request.senderGroupingKey is not None:
+        query["senderGroupingKey"] = request.senderGroupingKey
+    query["recipientGroupingKey"] = grouping_key(request)
+    return query
+
+
+def parse_lookup(status: int, content: bytes, request: SmsRequest) -> tuple[Found, bool]:
+    """What one page of the send list says of `request`, and whether another page follows.
+
+    A listed message is `request` when its recipient, grouping keys and text are the same: the
+    recipient's grouping key is the fallbackId unless the event brought its own
+    (`grouping_key`). No answer we can read is UNKNOWN: the request stays held rather than
+    risk a second SMS.
+    """
+    if status != 200:
+        return Found(Lookup.UNKNOWN, detail=f"lookup answered HTTP {status}"), False
+    document = _header_of(content)
+    if document is None or document["header"]["isSuccessful"] is not True:
+        code = document["header"]["resultCode"] if document is not None else "unreadable"
+        return Found(Lookup.UNKNOWN, detail=f"lookup refused: {code}"), False
+    body = document.get("body") or {}
+    items = body.get("data")
+    if not isinstance(items, list):
+        return Found(Lookup.UNKNOWN, detail="lookup answer without a list"), False
+    for item in items:
+        if isinstance(item, dict) and _same_message(item, request):
+            return Found(Lookup.TAKEN, str(item.get("requestId") or "") or None), False
+    more = len(items) >= LOOKUP_PAGE_SIZE
+    return Found(Lookup.NOT_TAKEN), more
+
+
+def _same_message(item: Mapping[str, Any], request: SmsRequest) -> bool:
+    if str(item.get("recipientNo") or "") != request.recipientNo:
+        return False
+    if item.get("senderGroupingKey") != request.senderGroupingKey:
+        return False
+    if item.get("recipientGroupingKey") != grouping_key(request):
+        return False
+    if item.get("body") != request.body:
+        return False
+    return request.type is MessageKind.SMS or item.get("title") in (None, request.title)

@@ -29,7 +29,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.config import Settings, Sink, load_settings
+from service.config import Settings, load_settings
 from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
 from service.core.rules import KST
 from service.dev.broker import EmbeddedBroker, free_port, start_broker
@@ -291,7 +291,7 @@ async def demo() -> int:
         print(f"service ready: http://127.0.0.1:{settings.http_port}/metrics")
         watcher = asyncio.create_task(_watch(settings, stop))
         players = []
-        if settings.delivery_results and settings.sink is Sink.KAFKA:
+        if settings.delivery_results and not settings.delivers:
             players.append(asyncio.create_task(_play_sms_service(settings, stop)))
             print("playing the team's SMS service: it reports each SMS request's result")
         started = time.monotonic()

@@ -5,16 +5,20 @@ Not in the image. Run it with `python -m service.dev.nhn_server --port 8090`; co
 HTTP on the same port:
 
 - `POST /_control` `{"fault": "http", "status": 503, "retry_after": "2", "times": 3}` answers the
-  next 3 sends with HTTP 503; other faults: `{"fault": "code", "code": -9999}` (the API's own
-  error answer), `{"fault": "drop"}` (close the connection unanswered), `{"fault": "slow",
-  "delay": 0.5}`. `times` -1 (the default) lasts until `{"clear": true}`; `"match": "text"`
-  limits a fault to bodies containing the text. `{"registered": [...]}`, `{"blocked": [...]}`
-  and `{"opted_out": [...]}` set the sender numbers and the 080 opt-outs.
+  next 3 sends with HTTP 503 (a proxy's page; `"own_body": true` for the API's own error body);
+  other faults: `{"fault": "code", "code": -9999}` (the API's own error answer), `{"fault":
+  "drop"}` (close the connection unanswered), `{"fault": "slow", "delay": 0.5}`; with `"after":
+  true` a drop or a slow answer comes after the message was taken. `times` -1 (the default)
+  lasts until `{"clear": true}`; `"match": "text"` limits a fault to bodies containing the text.
+  `{"registered": [...]}`, `{"blocked": [...]}` and `{"opted_out": [...]}` set the sender
+  numbers and the 080 opt-outs; `{"down": true}` refuses connections until `{"down": false}`.
+- `GET /sms/v3.0/appKeys/{appKey}/sender/sms|mms` lists the messages taken (by request date,
+  recipient and grouping keys), as the send-list lookup after an ambiguous attempt asks.
 - Results: see `service.dev.nhn_reports` (`message-results`, the webhook, `{"results": …}`).
 - `GET /_requests` lists every send received (time, path, headers, body, answer);
   `DELETE /_requests` forgets them (and the count of each body accepted).
 
-HTTP/1.1 with keep-alive on asyncio streams: a framework could not drop a connection mid-request.
+HTTP/1.1 with keep-alive on asyncio streams (`service.dev.http_stub`).
 """
 
 from __future__ import annotations
@@ -34,30 +38,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service.dev.nhn_reports import Reports
+from service.dev.http_stub import Fault, Reply, StubServer, fault_of, take_fault
+from service.dev.nhn_reports import KST, Reports
 
 _RESULTS_PATH = re.compile(r"^/sms/v3\.0/appKeys/([^/]+)/message-results$")
 _SEND_PATH = re.compile(r"^/sms/v3\.0/appKeys/([^/]+)/sender/(sms|mms|ad-sms|ad-mms|auth/sms)$")
+_LIST_PATH = re.compile(r"^/sms/v3\.0/appKeys/([^/]+)/sender/(sms|mms)$")
 _AD_TAIL = re.compile(r"무료\s*(?:수신\s*)?거부\s*080[\d\-\s]*\d")
 _KOREAN_MOBILE = re.compile(r"^01[016789]\d{7,8}$")
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
 
 
 @dataclass
-class Fault:
-    """What the next matching sends get instead of a normal answer."""
-
-    kind: str  # http | code | drop | slow
-    times: int = -1
-    status: int = 503
-    code: int = -9999
-    retry_after: str | None = None
-    delay: float = 0.0
-    match: str | None = None
-
-
-@dataclass
-class NhnServer:
+class NhnServer(StubServer):
     """The API's send surface, in memory. `start()` listens; `port` is then the bound port."""
 
     app_key: str = "demo-app-key"
@@ -71,60 +63,45 @@ class NhnServer:
     accepted: Counter[str] = field(default_factory=Counter)
     # The handsets' results: reported after a delay, by `message-results` and the webhook.
     reports: Reports = field(default_factory=Reports)
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _connections: set[asyncio.StreamWriter] = field(default_factory=set)
+    # Every message taken, as the send list shows it.
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    _host: str = "127.0.0.1"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._host = host
+        await self.listen(self._answer, host, port)
         await self.reports.start()
 
     async def stop(self) -> None:
         await self.reports.stop()
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._connections):
-                writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            self._server = None
+        await self.close()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
-        try:
-            while True:
-                request = await _read_request(reader)
-                if request is None:
-                    return
-                method, target, headers, content = request
-                reply = await self._answer(method, target, headers, content)
-                if reply is None:
-                    return  # drop: close without a word
-                status, extra, body = reply
-                _write_response(writer, status, extra, body)
-                await writer.drain()
-                if headers.get("connection", "").lower() == "close":
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        except asyncio.CancelledError:
-            return  # stopped while a slow answer waited: the connection just closes
-        finally:
-            self._connections.discard(writer)
-            writer.close()
+    async def down(self, down: bool) -> None:
+        """Refuse connections (the API unreachable), or listen again on the same port."""
+        if down:
+            await self.close()
+        elif self._server is None:
+            await self.listen(self._answer, self._host, self.port)
 
     async def _answer(
         self, method: str, target: str, headers: dict[str, str], content: bytes
-    ) -> tuple[int, dict[str, str], bytes] | None:
+    ) -> Reply:
         path = target.split("?", 1)[0]
         if path == "/_control" and method == "POST":
-            self.control(json.loads(content or b"{}"))
+            command = json.loads(content or b"{}")
+            self.control(command)
+            if "down" in command:
+                # After this answer: the listener closes (or opens) once it is written.
+                asyncio.get_running_loop().call_soon(
+                    lambda: asyncio.ensure_future(self.down(bool(command["down"])))
+                )
             return 200, {}, b'{"ok": true}'
+        listing = _LIST_PATH.match(path)
+        if listing is not None and method == "GET":
+            if listing.group(1) != self.app_key or headers.get("x-secret-key") != self.secret_key:
+                return 401, {}, _header(False, -1000, "Invalid appKey or secretKey.")
+            query = dict(urllib.parse.parse_qsl(target.partition("?")[2]))
+            return 200, {}, self._listing(listing.group(2), query)
         if path == "/_webhooks":
             return 200, {}, json.dumps(self.reports.calls).encode()
         results = _RESULTS_PATH.match(path)
@@ -138,6 +115,7 @@ class NhnServer:
             if method == "DELETE":
                 self.received.clear()
                 self.accepted.clear()
+                self.sent.clear()
                 return 200, {}, b'{"ok": true}'
             return 200, {}, json.dumps(self.received, ensure_ascii=False).encode()
         found = _SEND_PATH.match(path)
@@ -151,8 +129,8 @@ class NhnServer:
             "body": _json_or_text(content),
         }
         self.received.append(entry)
-        fault = self._fault_for(content)
-        if fault is not None:
+        fault = take_fault(self.faults, content)
+        if fault is not None and not fault.after:
             if fault.kind == "drop":
                 entry["answer"] = "dropped"
                 return None
@@ -161,42 +139,80 @@ class NhnServer:
             elif fault.kind == "http":
                 extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 entry["answer"] = f"HTTP {fault.status}"
-                return fault.status, extra, b"<html>unavailable</html>"
+                page = (
+                    _header(False, -9999, "System error.")
+                    if fault.own_body
+                    else b"<html>unavailable</html>"
+                )
+                return fault.status, extra, page
             elif fault.kind == "code":
                 entry["answer"] = fault.code
-                return 200, {}, _header(False, fault.code, "System error.")
+                return 200, {}, _header(False, int(fault.code), "System error.")
         status, body = self._send(found.group(1), found.group(2), headers, content)
         entry["answer"] = json.loads(body)["header"]["resultCode"]
         data = json.loads(body).get("body") or {}
         if data:
             entry["recipientCode"] = data["data"]["sendResultList"][0]["resultCode"]
             if entry["recipientCode"] == 0:
-                self.accepted[entry["body"]["body"]] += 1
-                recipient = data["data"]["sendResultList"][0]["recipientNo"]
-                self.reports.accepted(data["data"]["requestId"], recipient)
+                self._taken(found.group(2), entry["body"], data["data"])
+        if fault is not None and fault.after:
+            if fault.kind == "drop":
+                entry["answer"] = f"taken, then dropped ({entry['answer']})"
+                return None
+            if fault.kind == "slow":
+                await asyncio.sleep(fault.delay)
         return status, {}, body
 
-    def _fault_for(self, content: bytes) -> Fault | None:
-        text = content.decode("utf-8", "replace")
-        for fault in self.faults:
-            if fault.match is not None and fault.match not in text:
-                continue
-            if fault.times == 0:
-                continue
-            if fault.times > 0:
-                fault.times -= 1
-            return fault
-        return None
+    def _taken(self, kind: str, request: dict[str, Any], data: dict[str, Any]) -> None:
+        """Remember a message taken: counted (duplicates show), listed, and its result due."""
+        self.accepted[request["body"]] += 1
+        result = data["sendResultList"][0]
+        self.reports.accepted(data["requestId"], result["recipientNo"])
+        self.sent.append(
+            {
+                "requestId": data["requestId"],
+                "requestDate": datetime.now(KST).strftime("%Y-%m-%d %H:%M:%S"),
+                "list": "mms" if kind in {"mms", "ad-mms"} else "sms",
+                "recipientNo": result["recipientNo"],
+                "recipientSeq": 1,
+                "body": request["body"],
+                "title": request.get("title"),
+                "senderGroupingKey": request.get("senderGroupingKey"),
+                "recipientGroupingKey": result.get("recipientGroupingKey"),
+                "msgStatus": "3",
+                "resultCode": "1000",
+            }
+        )
+
+    def _listing(self, kind: str, query: dict[str, str]) -> bytes:
+        """A page of the send list (`sender/sms`, `sender/mms`) filtered as the query asks."""
+        start = query.get("startRequestDate", "0000")
+        end = query.get("endRequestDate", "9999")
+        items = [
+            {k: v for k, v in m.items() if k != "list"}
+            for m in self.sent
+            if m["list"] == kind
+            and start <= m["requestDate"] <= end
+            and all(
+                m.get(name) == query[name]
+                for name in ("recipientNo", "senderGroupingKey", "recipientGroupingKey")
+                if name in query
+            )
+        ]
+        page, size = int(query.get("pageNum", "1")), int(query.get("pageSize", "15"))
+        shown = items[(page - 1) * size : page * size]
+        document = {
+            "header": {"isSuccessful": True, "resultCode": 0, "resultMessage": "SUCCESS"},
+            "body": {"pageNum": page, "pageSize": size, "totalCount": len(items), "data": shown},
+        }
+        return json.dumps(document, ensure_ascii=False).encode()
 
     def control(self, command: dict[str, Any]) -> None:
         """Change the server's behaviour (see the module's docstring)."""
         if command.get("clear"):
             self.faults.clear()
         if "fault" in command:
-            known = {"times", "status", "code", "retry_after", "delay", "match"}
-            self.faults.append(
-                Fault(command["fault"], **{k: v for k, v in command.items() if k in known})
-            )
+            self.faults.append(fault_of(command))
         if "registered" in command:
             registered = command["registered"]
             self.registered = None if registered is None else set(registered)
@@ -291,41 +307,6 @@ def _json_or_text(content: bytes) -> Any:
         return json.loads(content.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         return content.decode("utf-8", "replace")
-
-
-async def _read_request(
-    reader: asyncio.StreamReader,
-) -> tuple[str, str, dict[str, str], bytes] | None:
-    line = await reader.readline()
-    if not line:
-        return None
-    try:
-        method, target, _ = line.decode("latin-1").split(" ", 2)
-    except ValueError:
-        return None
-    headers: dict[str, str] = {}
-    while True:
-        raw = await reader.readline()
-        if raw in (b"\r\n", b"\n", b""):
-            break
-        name, _, value = raw.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0") or 0)
-    content = await reader.readexactly(length) if length else b""
-    return method, target, headers, content
-
-
-def _write_response(
-    writer: asyncio.StreamWriter, status: int, extra: dict[str, str], body: bytes
-) -> None:
-    reason = _REASONS.get(status, "Error")
-    head = [
-        f"HTTP/1.1 {status} {reason}",
-        "Content-Type: application/json;charset=UTF-8",
-        f"Content-Length: {len(body)}",
-        *(f"{k}: {v}" for k, v in extra.items()),
-    ]
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
 
 async def _main(argv: list[str]) -> None:

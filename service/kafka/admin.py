@@ -43,7 +43,7 @@ class InternalTopic:
 
 def internal_topics(settings: Settings) -> list[InternalTopic]:
     """The dedupe changelog (compacted) and the repartition topic, kept as long as the dedupe
-    state remembers; with the nhn result collector, its topic."""
+    state remembers; with a result collector, its topic."""
     retention = str(int(settings.dedupe_retention_days * 86400 * 1000))
     return [
         InternalTopic(
@@ -56,19 +56,20 @@ def internal_topics(settings: Settings) -> list[InternalTopic]:
             settings.repartition_topic_name,
             {"cleanup.policy": "delete", "retention.ms": retention},
         ),
-    ] + (
-        [
-            # The nhn result collector's webhook calls and progress (§11): one history.
-            InternalTopic(
-                "FALLBACK_GROUP_ID",
-                settings.nhn_results_topic_name,
-                {"cleanup.policy": "delete", "retention.ms": retention},
-                partitions=1,
-            )
-        ]
-        if settings.collects_nhn_results
-        else []
-    )
+    ] + [
+        # A result collector's webhook calls and progress (§11): one history each.
+        InternalTopic(
+            "FALLBACK_GROUP_ID",
+            name,
+            {"cleanup.policy": "delete", "retention.ms": retention},
+            partitions=1,
+        )
+        for name, collects in (
+            (settings.nhn_results_topic_name, settings.collects_nhn_results),
+            (settings.solapi_results_topic_name, settings.collects_solapi_results),
+        )
+        if collects
+    ]
 
 
 async def ensure_internal_topic(

@@ -148,12 +148,24 @@ def build_writer(
 
 
 def build_sink(settings: Settings, writer: Writer, metrics: Metrics) -> Sink:
-    """The sink FALLBACK_SINK asks for (§10)."""
-    if settings.sink is SinkChoice.NHN:
-        from service.sinks.nhn import NhnSink  # httpx is only loaded when it is used
+    """The sink FALLBACK_SINK asks for (§10): several delivering sinks fail over in order."""
+    if not settings.delivers:
+        return KafkaSink(writer, settings.output_topic)
+    # httpx is only loaded when a delivering sink is used.
+    from service.sinks.failover import FailoverSink
+    from service.sinks.provider import ProviderSink
 
-        return NhnSink(settings.nhn(), metrics)
-    return KafkaSink(writer, settings.output_topic)
+    chain: list[ProviderSink] = []
+    for choice in settings.sinks:
+        if choice is SinkChoice.NHN:
+            from service.sinks.nhn import NhnSink
+
+            chain.append(NhnSink(settings.nhn(), metrics))
+        else:
+            from service.sinks.solapi import SolapiSink
+
+            chain.append(SolapiSink(settings.solapi(), metrics))
+    return chain[0] if len(chain) == 1 else FailoverSink(chain, metrics)
 
 
 def build_service(
@@ -223,17 +235,23 @@ def build_service(
             every=settings.result_sweep_seconds,
             on_never_requested=metrics.results_ignored.labels("never_requested").inc,
         )
-    # The collector leads while the service owns input partition 0: asked once it runs.
+    # A collector leads while the service owns input partition 0: asked once it runs.
     built: list[FallbackService] = []
-    collector = None
+    collectors: list[Collector] = []
+
+    def assignment() -> Collection[Any]:
+        return built[0].consumer.assignment()
+
     if settings.collects_nhn_results:
-        collector = build_nhn_collector(
-            settings, options, metrics, lambda: built[0].consumer.assignment()
-        )
+        collectors.append(build_nhn_collector(settings, options, metrics, assignment))
+    if settings.collects_solapi_results:
+        collectors.append(build_solapi_collector(settings, options, metrics, assignment))
+    # 1 while every provider is unavailable and the input is paused (§10).
+    metrics.sink_paused.set_function(lambda: 1.0 if sink.delivers and sink.unavailable() else 0.0)
     service = FallbackService(
         settings,
         sweep=sweep,
-        collector=collector,
+        collectors=collectors,
         broker=build_broker(settings, options, metrics),
         processor=processor,
         tables=tables,
@@ -254,7 +272,8 @@ def build_nhn_collector(
     page_size: int = 1000,
 ) -> Collector:
     """The nhn result collector (§11), leading while the service owns input partition 0."""
-    from service.sinks.nhn_results import NhnCollector, SentIndex, leads_by
+    from service.sinks.collector import leads_by
+    from service.sinks.nhn_results import NhnCollector, SentIndex
 
     signature = settings.nhn_webhook_signature
     return NhnCollector(
@@ -273,4 +292,28 @@ def build_nhn_collector(
         metrics=metrics,
         leads=leads_by(assignment, settings.input_topic),
         page_size=page_size,
+    )
+
+
+def build_solapi_collector(
+    settings: Settings,
+    options: dict[str, Any],
+    metrics: Metrics,
+    assignment: Callable[[], Collection[Any]],
+) -> Collector:
+    """The solapi result collector (§11), leading while the service owns input partition 0."""
+    from service.sinks.collector import leads_by
+    from service.sinks.solapi_results import SolapiCollector
+
+    secret = settings.solapi_webhook_secret
+    return SolapiCollector(
+        settings.solapi(),
+        results_topic=settings.results_topic,
+        collector_topic=settings.solapi_results_topic_name,
+        poll_seconds=settings.solapi_results_poll_seconds,
+        secret=secret.get_secret_value() if secret is not None else None,
+        consumer_options=options,
+        make_producer=lambda: make_producer(settings, options),
+        metrics=metrics,
+        leads=leads_by(assignment, settings.input_topic),
     )

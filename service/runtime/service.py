@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,7 +44,7 @@ log = logging.getLogger("fallback.service")
 
 
 class Collector(Protocol):
-    """A provider's result collector (§11; `service.sinks.nhn_results.NhnCollector`)."""
+    """A provider's result collector (§11; `service.sinks.collector.ResultCollector`)."""
 
     webhook_path: str
 
@@ -84,12 +84,12 @@ class FallbackService:
         stopping: asyncio.Event,
         health: Health | None = None,
         sweep: Sweep | None = None,
-        collector: Collector | None = None,
+        collectors: Sequence[Collector] = (),
     ) -> None:
         self.settings = settings
         self.sweep = sweep
-        self.collector = collector
-        self._collecting: asyncio.Task[None] | None = None
+        self.collectors = list(collectors)
+        self._collecting: list[asyncio.Task[None]] = []
         self._sweeping: asyncio.Task[None] | None = None
         self.health = health or Health()
         self.broker = broker
@@ -129,7 +129,7 @@ class FallbackService:
             reads_in_flight_markers=not exactly_once,
         )
         self.subscriber = subscribe(broker, settings, listener, self.handler)
-        webhooks = {} if collector is None else {collector.webhook_path: collector.webhook}
+        webhooks = {c.webhook_path: c.webhook for c in self.collectors}
         self.http_app = make_http_app(self.readiness, metrics.registry, webhooks)
 
     @property
@@ -200,10 +200,10 @@ class FallbackService:
         self.consuming = True
         if self.sweep is not None:
             self._sweeping = asyncio.create_task(self.sweep.run(self.stopping), name="sweep")
-        if self.collector is not None:
-            await self.collector.start()
-            self._collecting = asyncio.create_task(
-                self.collector.run(self.stopping), name="collector"
+        for collector in self.collectors:
+            await collector.start()
+            self._collecting.append(
+                asyncio.create_task(collector.run(self.stopping), name="collector")
             )
         self._monitor = asyncio.create_task(
             watch(
@@ -238,14 +238,16 @@ class FallbackService:
         self.restored.set()  # wake a handler waiting for a restore that will not come
         if self._monitor is not None:
             self._monitor.cancel()
-        for task, what in ((self._sweeping, "expiry sweep"), (self._collecting, "collector")):
+        background = [(self._sweeping, "expiry sweep")]
+        background += [(task, "collector") for task in self._collecting]
+        for task, what in background:
             if task is not None:
                 task.cancel()
                 with logged(what):
                     await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 1)
-        if self.collector is not None:
+        for collector in self.collectors:
             with logged("collector"):
-                await asyncio.wait_for(self.collector.stop(), 1)
+                await asyncio.wait_for(collector.stop(), 1)
         self.flow.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within

@@ -78,6 +78,8 @@ class Breaker:
         self.reason = ""
         self.failures = 0
         self.opened_at: float | None = None
+        # When it last opened (or a probe failed): the next probe is due `wait` after it.
+        self.open_since = float("-inf")
         self.wait = first_wait
         # When the provider last gave a real answer (accepted or refused a message).
         self.last_answer = float("-inf")
@@ -114,6 +116,7 @@ class Breaker:
             self.wait = min(self.max_wait, self.wait * 2)  # the probe failed: wait longer
         self.reason = cause
         if self.state is not BreakerState.OPEN:
+            self.open_since = self._clock()
             self.state = BreakerState.OPEN
             if self.opened_at is None:
                 self.opened_at = self._clock()
@@ -127,6 +130,11 @@ class Breaker:
             self._probe_taken = False
             self.probe_done.clear()
             self.on_change(self.state)
+
+    def probe_due(self) -> bool:
+        """Whether it has been open `wait` seconds: time for a probe (failover probes the
+        providers before it without pausing anything)."""
+        return self.state is BreakerState.OPEN and self._clock() - self.open_since >= self.wait
 
     def take_probe(self) -> bool:
         """While probing: True for the one request that probes, False for the others."""

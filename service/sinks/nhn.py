@@ -1,12 +1,12 @@
 """The `nhn` sink: each SMS request sent to an NHN Cloud SMS API v3.0-compatible endpoint over
-HTTP (contract §10), with retries, a rate limit, a bound on requests in flight and a circuit
-breaker. What an answer means is decided in `service.core.nhn`; this module does the calls.
+HTTP (contract §10), with retries, a rate limit, a bound on requests in flight, a circuit
+breaker, and a lookup of the send list before anything ambiguous is sent again. What an answer
+means is decided in `service.core.nhn`; this module does the calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,21 +16,18 @@ import orjson
 
 from service.config import NhnApi
 from service.core import nhn
-from service.core.settle import ProviderAnswer
-from service.logs import mask_number
+from service.core.provider import Answer, Found, Lookup, Verdict, retry_wait, transport_failure
 from service.metrics import Metrics
 from service.pipeline.seams import Delivery
-from service.sinks.limits import Breaker, BreakerState, TokenBucket
-
-log = logging.getLogger("fallback.sink.nhn")
+from service.sinks.provider import ProviderSink
 
 
-class NhnSink:
+class NhnSink(ProviderSink):
     """Sends each delivery as one API call (one recipient per call, so each fallback settles on
-    its own) and sets its answer: SENT, FAILED, or held while the API is unavailable."""
+    its own) and sets its answer: SENT, FAILED, or held while the API is unavailable or while
+    it cannot say whether it took an ambiguous attempt."""
 
     name = "nhn"
-    delivers = True
 
     def __init__(
         self,
@@ -43,34 +40,34 @@ class NhnSink:
         unit_random: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        super().__init__(
+            api.pressure,
+            metrics,
+            clock=clock,
+            wall_clock=wall_clock,
+            unit_random=unit_random,
+            sleep=sleep,
+        )
         self.api = api
-        self.metrics = metrics
         self._transport = transport
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._random = unit_random
-        self._sleep = sleep
         # One client per request in flight, each holding one keep-alive connection: httpcore's
         # shared pool spends milliseconds per request re-assigning connections once requests
         # queue (encode/httpcore#1035), which capped a shared 16-connection client near 250/s.
         # Taking a client from this queue is also the bound on requests in flight.
         self.lanes: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         self._clients: list[httpx.AsyncClient] = []
-        self.bucket = TokenBucket(api.rate_limit, clock=clock, sleep=sleep)
-        self.breaker = Breaker(api.breaker_threshold, max_wait=api.breaker_max_seconds, clock=clock)
-        self.breaker.on_change = self._breaker_changed
 
     async def start(self) -> None:
-        api = self.api
-        for _ in range(api.concurrency):
-            client = _client(api, self._transport)
+        pressure = self.pressure
+        for _ in range(pressure.concurrency):
+            client = _client(self.api, self._transport)
             self._clients.append(client)
             self.lanes.put_nowait(client)
-        log.info(
+        self.log.info(
             "sending SMS to %s (%d at once, %s requests/s)",
-            api.base_url,
-            api.concurrency,
-            f"{api.rate_limit:g}" if api.rate_limit else "unlimited",
+            self.api.base_url,
+            pressure.concurrency,
+            f"{pressure.rate_limit:g}" if pressure.rate_limit else "unlimited",
         )
 
     async def stop(self) -> None:
@@ -78,18 +75,6 @@ class NhnSink:
         self.lanes = asyncio.Queue()
         for client in clients:
             await client.aclose()
-
-    def unavailable(self) -> str | None:
-        breaker = self.breaker
-        if breaker.closed:
-            return None
-        return f"SMS API unavailable for {breaker.open_for():.0f}s: {breaker.reason}"
-
-    def retry_in(self) -> float:
-        return self.breaker.wait
-
-    def probe(self) -> None:
-        self.breaker.probe()
 
     async def deliver(self, deliveries: Sequence[Delivery]) -> None:
         """Send every delivery, up to `concurrency` at once; each ends answered or held."""
@@ -110,50 +95,76 @@ class NhnSink:
             self.lanes.put_nowait(client)
 
     async def _attempts(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
-        api = self.api
+        pressure = self.pressure
         request = delivery.request
+        fid = request.fallbackId
         endpoint = nhn.endpoint(request)
-        path = nhn.path(api.app_key, request)
+        path = nhn.path(self.api.app_key, request)
         content = orjson.dumps(nhn.body(request))
         started = self._clock()
-        deadline = started + api.request_deadline_seconds
+        deadline = started + pressure.request_deadline_seconds
         breaker = self.breaker
         attempt = 0
         while True:
             if not await breaker.admit():
                 delivery.held = True
                 return
+            if fid in self.unsure:
+                found = await self._lookup(client, delivery)
+                settled = self.looked_up(delivery, found)
+                if settled is not None:
+                    breaker.answered()
+                    delivery.answer = settled
+                    return
+                if found.lookup is Lookup.UNKNOWN:
+                    self.trouble(found.detail)
+                    if not breaker.closed or self._clock() + 0.05 >= deadline:
+                        delivery.held = True
+                        return
+                    await self._sleep(self.backoff(attempt + 1))
+                    continue
             await self.bucket.take()
             attempt += 1
             answer = await self._call(
                 client, path, endpoint, content, request.recipientNo, deadline
             )
-            if answer.verdict in (nhn.Verdict.ACCEPTED, nhn.Verdict.REJECTED):
+            if answer.verdict in (Verdict.ACCEPTED, Verdict.REJECTED):
                 breaker.answered()
-                delivery.answer = _answered(self.name, delivery, answer, attempt)
+                delivery.answer = self.answered(delivery, answer, attempt)
                 return
-            if answer.verdict is nhn.Verdict.ACCOUNT:
+            if answer.verdict is Verdict.ACCOUNT:
                 code = f"{answer.result_code} " if answer.result_code is not None else ""
-                breaker.open(f"refused for every message: {code}{answer.result_message}")
+                self.open_for_account(f"{code}{answer.result_message}")
                 delivery.held = True
                 return
-            breaker.trouble(answer.result_message)
+            ambiguous = answer.verdict is Verdict.AMBIGUOUS
+            if ambiguous:
+                self.became_unsure(delivery, attempt)
+            self.trouble(answer.result_message)
             if not breaker.closed:
                 delivery.held = True
                 return
-            wait = nhn.retry_wait(
-                answer, attempt, api.backoff_base_seconds, api.backoff_max_seconds, self._random()
-            )
-            if attempt >= api.max_attempts or self._clock() + wait >= deadline:
-                if breaker.answered_since(started):
+            if ambiguous:
+                wait = self.lookup_wait(attempt)
+            else:
+                wait = retry_wait(
+                    answer,
+                    attempt,
+                    pressure.backoff_base_seconds,
+                    pressure.backoff_max_seconds,
+                    self._random(),
+                )
+            if attempt >= pressure.max_attempts or self._clock() + wait >= deadline:
+                if fid not in self.unsure and breaker.answered_since(started):
                     # The API answers others: this request is the problem, not the API.
-                    delivery.answer = _unanswered(self.name, delivery, answer, attempt)
+                    delivery.answer = self.unanswered(delivery, answer, attempt)
                 else:
-                    # Nobody got an answer all this time: the API is down, not this request.
-                    breaker.open(answer.result_message)
+                    if fid not in self.unsure:
+                        # Nobody got an answer all this time: the API is down, not this request.
+                        breaker.open(answer.result_message)
                     delivery.held = True
                 return
-            self.metrics.nhn_retries.labels(endpoint).inc()
+            self.metrics.provider_retries.labels(self.name, endpoint).inc()
             await self._sleep(wait)
 
     async def _call(
@@ -164,17 +175,17 @@ class NhnSink:
         content: bytes,
         recipient_no: str,
         deadline: float,
-    ) -> nhn.Answer:
-        metrics = self.metrics
-        timeout = max(0.05, min(self.api.timeout_seconds, deadline - self._clock()))
-        metrics.nhn_in_flight.inc()
+    ) -> Answer:
+        timeout = max(0.05, min(self.pressure.timeout_seconds, deadline - self._clock()))
+        in_flight = self.metrics.provider_in_flight.labels(self.name)
+        in_flight.inc()
         began = time.perf_counter()
         try:
             response = await client.post(path, content=content, timeout=timeout)
         except httpx.TimeoutException as exc:
-            answer = nhn.transport_failure(f"timeout: {type(exc).__name__}")
+            answer = transport_failure(type(exc).__name__, timeout=True)
         except httpx.HTTPError as exc:
-            answer = nhn.transport_failure(f"connection error: {type(exc).__name__}")
+            answer = transport_failure(type(exc).__name__, timeout=False)
         else:
             answer = nhn.classify(
                 response.status_code,
@@ -184,22 +195,31 @@ class NhnSink:
                 self._wall_clock(),
             )
         finally:
-            metrics.nhn_in_flight.dec()
-            metrics.nhn_latency.labels(endpoint).observe(time.perf_counter() - began)
-        metrics.nhn_requests.labels(endpoint, answer.label).inc()
+            in_flight.dec()
+        self.observe_call(endpoint, answer.label, began)
         return answer
 
-    def _breaker_changed(self, state: BreakerState) -> None:
-        self.metrics.nhn_breaker_open.set(0 if state is BreakerState.CLOSED else 1)
-        if state is BreakerState.OPEN:
-            log.error(
-                "SMS API unavailable for %.0fs (%s): input paused, probing again in %.1fs",
-                self.breaker.open_for(),
-                self.breaker.reason,
-                self.breaker.wait,
-            )
-        elif state is BreakerState.CLOSED:
-            log.warning("SMS API answers again: input resumed")
+    async def _lookup(self, client: httpx.AsyncClient, delivery: Delivery) -> Found:
+        """Ask NHN's send list whether it took `delivery` in an ambiguous attempt (§10)."""
+        request = delivery.request
+        unsure = self.unsure[request.fallbackId]
+        path = nhn.lookup_path(self.api.app_key, request)
+        page = 1
+        while True:
+            query = nhn.lookup_query(request, unsure.first_sent, self.now(), page)
+            began = time.perf_counter()
+            try:
+                response = await client.get(
+                    path, params=query, timeout=self.pressure.timeout_seconds
+                )
+            except httpx.HTTPError as exc:
+                self.observe_call("lookup", "error", began)
+                return Found(Lookup.UNKNOWN, detail=f"lookup failed: {type(exc).__name__}")
+            self.observe_call("lookup", str(response.status_code), began)
+            found, more = nhn.parse_lookup(response.status_code, response.content, request)
+            if found.lookup is not Lookup.NOT_TAKEN or not more:
+                return found
+            page += 1
 
 
 def _client(api: NhnApi, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
@@ -211,36 +231,9 @@ def _client(api: NhnApi, transport: httpx.AsyncBaseTransport | None) -> httpx.As
             "Content-Type": nhn.CONTENT_TYPE,
             "Accept": "application/json",
         },
-        timeout=httpx.Timeout(api.timeout_seconds),
+        timeout=httpx.Timeout(api.pressure.timeout_seconds),
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         transport=transport,
         follow_redirects=False,
         trust_env=False,
     )
-
-
-def _answered(name: str, delivery: Delivery, answer: nhn.Answer, attempt: int) -> ProviderAnswer:
-    """The provider's answer to a message it took or refused (refusals logged, masked)."""
-    accepted = answer.verdict is nhn.Verdict.ACCEPTED
-    if not accepted:
-        log.warning(
-            "%s to %s refused by the SMS API: %s %s",
-            delivery.request.fallbackId,
-            mask_number(delivery.request.recipientNo),
-            answer.result_code if answer.result_code is not None else "",
-            answer.result_message,
-        )
-    return ProviderAnswer(
-        name, accepted, answer.request_id, answer.result_code, answer.result_message, attempt
-    )
-
-
-def _unanswered(name: str, delivery: Delivery, answer: nhn.Answer, attempt: int) -> ProviderAnswer:
-    """No answer within the retry budget while the API answers others (FAILED unavailable)."""
-    log.warning(
-        "%s: no answer from the SMS API after %d attempts: %s",
-        delivery.request.fallbackId,
-        attempt,
-        answer.result_message,
-    )
-    return ProviderAnswer(name, None, None, answer.result_code, answer.result_message, attempt)
