@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run run-nhn test lint unit bench profile tools docs audit clean
+.PHONY: install run run-nhn run-solapi run-failover test lint unit bench profile tools docs audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: $(STAMP)
 # The same, delivering through the local NHN-compatible SMS API (SENT/FAILED outcomes).
 run-nhn: $(STAMP)
 	FALLBACK_SINK=nhn $(BIN)/python -m service.dev.demo
+
+run-solapi: $(STAMP)
+	FALLBACK_SINK=solapi $(BIN)/python -m service.dev.demo
+
+run-failover: $(STAMP)
+	FALLBACK_SINK=nhn,solapi $(BIN)/python -m service.dev.demo --nhn-down
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

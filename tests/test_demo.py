@@ -1,4 +1,4 @@
-"""`make run` and `make run-nhn` as a newcomer runs them: the demo process, its own embedded
+"""`make run`, `make run-nhn`, `make run-solapi` and `make run-failover` as a newcomer runs them: the demo process, its own embedded
 broker, and the story of each sample told to the end (DELIVERED and UNDELIVERED, §11)."""
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ def test_the_played_sms_service_refuses_one_handset() -> None:
     assert delivered["reportedAt"] == "2026-11-22T05:00:00.000+00:00"
 
 
-def _demo_until(expected: tuple[str, ...], sink: str, within: float = 90.0) -> str:
+def _demo_until(
+    expected: tuple[str, ...], sink: str, within: float = 90.0, args: tuple[str, ...] = ()
+) -> str:
     """Run the demo until every line of `expected` was printed, then Ctrl-C it; its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FALLBACK_")}
     env["FALLBACK_SINK"] = sink
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.dev.demo"],
+        [sys.executable, "-m", "service.dev.demo", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -63,11 +65,20 @@ def _demo_until(expected: tuple[str, ...], sink: str, within: float = 90.0) -> s
             process.wait()
 
 
+SENT_BY = {
+    "kafka": (),
+    "nhn": ("SENT        demo-otp:1 (nhn: 0 SUCCESS)",),
+    "solapi": ("SENT        demo-otp:1 (solapi: 2000 ",),
+    # make run-failover: the NHN stand-in refuses connections, Solapi takes everything.
+    "nhn,solapi": ("SENT        demo-otp:1 (solapi: 2000 ",),
+}
+
+
 @pytest.mark.broker
-@pytest.mark.parametrize("sink", ["kafka", "nhn"])
+@pytest.mark.parametrize("sink", list(SENT_BY))
 def test_make_run_tells_every_sample_to_its_end(sink: str) -> None:
-    sent = ("SENT        demo-otp:1 (SMS API: 0 SUCCESS)",) if sink == "nhn" else ()
-    out = _demo_until(SENT_OR_REQUESTED + sent + FINALS, sink)
+    args = ("--nhn-down",) if sink == "nhn,solapi" else ()
+    out = _demo_until(SENT_OR_REQUESTED + SENT_BY[sink] + FINALS, sink, args=args)
     assert "DEAD-LETTER invalid_json" in out
     assert "stopping after" in out
     # One final outcome each, however many results came (the nhn stand-in is polled and also

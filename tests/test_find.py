@@ -43,6 +43,17 @@ DELIVERED = outcome(
             [outcome("REQUESTED"), outcome("FAILED", "provider_rejected")],
             "not sent: the provider answered FAILED provider_rejected",
         ),
+        (
+            [
+                outcome("REQUESTED"),
+                outcome("FAILED", "provider_rejected", provider={"name": "solapi"}),
+            ],
+            "not sent: solapi answered FAILED provider_rejected",
+        ),
+        (
+            [outcome("REQUESTED"), outcome("SENT", provider={"name": "solapi"})],
+            "sent by solapi, no delivery result yet (or results are off)",
+        ),
         ([outcome("SKIPPED", "duplicate")], "not sent: SKIPPED duplicate"),
     ],
 )

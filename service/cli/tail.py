@@ -12,12 +12,17 @@ from service.ops.find import outcome_filter, outcomes
 
 
 def line(moment: Any, outcome: dict[str, Any]) -> str:
-    """One outcome as a line: time, fallbackId, status, reason, type, bytes."""
+    """One outcome as a line: time, fallbackId, status, reason, type, bytes, and the provider
+    that took it or reported its result (with failover, not always the first one, §10)."""
+    provider = (outcome.get("provider") or {}).get("name") or (outcome.get("delivery") or {}).get(
+        "provider"
+    )
     return (
         f"{shown_time(moment)} {outcome.get('fallbackId', '?'):<28} "
         f"{outcome.get('status', '?'):<11} {outcome.get('reason') or '-':<28} "
-        f"{outcome.get('type') or '-':<3} {outcome.get('bodyBytes') or '-':>5}"
-    )
+        f"{outcome.get('type') or '-':<3} {outcome.get('bodyBytes') or '-':>5} "
+        f"{provider or '-'}"
+    ).rstrip()
 
 
 def tail(
@@ -36,8 +41,8 @@ def tail(
     ] = False,
     as_json: Json = False,
 ) -> None:
-    """Outcome events: time, fallbackId, status, reason, type, bytes (one JSON line each
-    with --json)."""
+    """Outcome events: time, fallbackId, status, reason, type, bytes, provider (one JSON line
+    each with --json)."""
     keep = outcome_filter(
         status.value if status else None, reason.value if reason else None, sender_key
     )

@@ -9,7 +9,10 @@ reporting each SMS request DELIVERED a second later, or UNDELIVERED for the reci
 handset refuses. With FALLBACK_SINK=nhn (`make run-nhn`) and no FALLBACK_NHN_BASE_URL, the local
 NHN-compatible server (`service.dev.nhn_server`) plays the SMS API: SENT and FAILED outcomes
 show its answers, and its results come back through the service's own collector (polled, and
-pushed to `POST /webhooks/nhn`).
+pushed to `POST /webhooks/nhn`). FALLBACK_SINK=solapi (`make run-solapi`) does the same with the
+local Solapi-compatible server (`service.dev.solapi_server`, reports to `POST /webhooks/solapi`),
+and `make run-failover` runs FALLBACK_SINK=nhn,solapi with the NHN stand-in refusing
+connections (`--nhn-down`): every fallback fails over to Solapi.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
 from service.core.rules import KST
 from service.dev.broker import EmbeddedBroker, free_port, start_broker
 from service.dev.nhn_server import NhnServer
+from service.dev.solapi_server import SolapiServer
 from service.kafka.options import client_options
 from service.logs import mask_number
 from service.ops.topics import create_topics
@@ -150,7 +154,7 @@ def _describe(topic: str, settings: Settings, value: bytes | None, headers: Any)
         said = (
             f"{code} {provider['resultMessage']}" if code is not None else provider["resultMessage"]
         )
-        return f"{data['status']:<11} {data['fallbackId']}{reason} (SMS API: {said})"
+        return f"{data['status']:<11} {data['fallbackId']}{reason} ({provider['name']}: {said})"
     return f"{data['status']:<11} {data['fallbackId']}{reason}"
 
 
@@ -226,8 +230,9 @@ async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"fallback-service exited with {process.returncode}")
 
 
-async def demo() -> int:
-    """Run the demo until Ctrl-C; 0 after a clean stop."""
+async def demo(nhn_down: bool = False) -> int:
+    """Run the demo until Ctrl-C; 0 after a clean stop. `nhn_down`: the NHN stand-in refuses
+    connections, so that failover to Solapi shows."""
     embedded: EmbeddedBroker | None = None
     env = dict(os.environ)
     if not env.get("FALLBACK_KAFKA_BOOTSTRAP_SERVERS"):
@@ -238,9 +243,8 @@ async def demo() -> int:
         print(f"embedded broker (Tansu) on {embedded.bootstrap}")
     env.setdefault("FALLBACK_HTTP_PORT", str(free_port()))
     api: NhnServer | None = None
-    if env.get("FALLBACK_SINK", "").strip().lower() == "nhn" and not env.get(
-        "FALLBACK_NHN_BASE_URL"
-    ):
+    sinks = [n.strip().lower() for n in env.get("FALLBACK_SINK", "").split(",")]
+    if "nhn" in sinks and not env.get("FALLBACK_NHN_BASE_URL"):
         # The recipient opted out of advertising by 080: the ad sample shows a FAILED outcome.
         api = NhnServer(registered={"0215990000"}, opted_out={"01012345678"})
         await api.start()
@@ -259,6 +263,28 @@ async def demo() -> int:
             }
         )
         print(f"local NHN-compatible SMS API on {api.url}, reporting results")
+        if nhn_down:
+            await api.down(True)
+            print("  ... and refusing connections: requests fail over to the next provider")
+    solapi: SolapiServer | None = None
+    if "solapi" in sinks and not env.get("FALLBACK_SOLAPI_BASE_URL"):
+        solapi = SolapiServer(registered={"0215990000"})
+        await solapi.start()
+        env["FALLBACK_SOLAPI_BASE_URL"] = solapi.url
+        env.setdefault("FALLBACK_SOLAPI_API_KEY", solapi.api_key)
+        env.setdefault("FALLBACK_SOLAPI_API_SECRET", solapi.api_secret)
+        env.setdefault("FALLBACK_SOLAPI_WEBHOOK_SECRET", WEBHOOK_SIGNATURE)
+        env.setdefault("FALLBACK_SOLAPI_RESULTS_POLL_SECONDS", "2")
+        solapi.control(
+            {
+                "results": {"delay": RESULT_DELAY_S, "undelivered": [REFUSING]},
+                "webhook": {
+                    "url": f"http://127.0.0.1:{env['FALLBACK_HTTP_PORT']}/webhooks/solapi",
+                    "secret": env["FALLBACK_SOLAPI_WEBHOOK_SECRET"],
+                },
+            }
+        )
+        print(f"local Solapi-compatible messages API on {solapi.url}, reporting results")
     env.setdefault("FALLBACK_AD_QUIET_HOURS", "")  # the demo shows an advertising fallback
     env.setdefault("FALLBACK_DELIVERY_RESULTS", "on")
     os.environ.update(env)
@@ -318,11 +344,18 @@ async def demo() -> int:
             embedded.stop()
         if api is not None:
             await api.stop()
+        if solapi is not None:
+            await solapi.stop()
 
 
-def main() -> int:
-    """Entry point of `make run`."""
-    return asyncio.run(demo())
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `make run` (`--nhn-down` for `make run-failover`)."""
+    args = sys.argv[1:] if argv is None else argv
+    unknown = [a for a in args if a != "--nhn-down"]
+    if unknown:
+        print(f"usage: python -m service.dev.demo [--nhn-down] (not: {' '.join(unknown)})")
+        return 2
+    return asyncio.run(demo(nhn_down="--nhn-down" in args))
 
 
 if __name__ == "__main__":

@@ -95,8 +95,14 @@ class Story:
         statuses = {o.get("status") for o in self.outcomes}
         failed = [o for o in self.outcomes if o.get("status") == Status.FAILED]
         if failed:
-            return f"not sent: the provider answered FAILED {failed[-1].get('reason')}"
-        if statuses & {Status.REQUESTED, Status.SENT}:
+            name = (failed[-1].get("provider") or {}).get("name") or "the provider"
+            return f"not sent: {name} answered FAILED {failed[-1].get('reason')}"
+        sent = [o for o in self.outcomes if o.get("status") == Status.SENT]
+        if sent:
+            # With failover the provider that took it is not always the first listed (§10).
+            name = (sent[-1].get("provider") or {}).get("name") or "the provider"
+            return f"sent by {name}, no delivery result yet (or results are off)"
+        if statuses & {Status.REQUESTED}:
             return "handed over, no delivery result yet (or results are off)"
         if self.outcomes:
             return f"not sent: {self.outcomes[-1].get('status')} {self.outcomes[-1].get('reason')}"
