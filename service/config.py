@@ -326,12 +326,18 @@ class Settings(BaseSettings):
     nhn_webhook_signature: SecretStr | None = None
     """nhn with results on: the `X-Toast-Webhook-Signature` NHN's `MESSAGE_RESULT_UPDATE` webhook
     sends to `POST /webhooks/nhn`; unset: the webhook is refused (401)."""
+    nhn_webhook_signature_file: str | None = None
+    """nhn with results on: a file holding that signature (a mounted Secret); wins over
+    FALLBACK_NHN_WEBHOOK_SIGNATURE."""
     solapi_results_poll_seconds: float = Field(30.0, gt=0, le=3600)
     """solapi with results on: how often Solapi's message list is polled for status changes
     (results the report webhook did not bring)."""
     solapi_webhook_secret: SecretStr | None = None
     """solapi with results on: the `X-Solapi-Secret` Solapi's report webhook sends to
     `POST /webhooks/solapi`; unset: the webhook is refused (401)."""
+    solapi_webhook_secret_file: str | None = None
+    """solapi with results on: a file holding that secret (a mounted Secret); wins over
+    FALLBACK_SOLAPI_WEBHOOK_SECRET."""
 
     # Operation
     http_port: int = Field(8080, ge=0, le=65535)
@@ -562,6 +568,25 @@ class Settings(BaseSettings):
                 breaker_max_seconds=self.solapi_breaker_max_seconds,
             ),
         )
+
+    def nhn_webhook(self) -> str | None:
+        """The signature NHN's webhook must carry (FALLBACK_NHN_WEBHOOK_SIGNATURE or its file)."""
+        found = _secret(
+            self.nhn_webhook_signature,
+            self.nhn_webhook_signature_file,
+            "nhn_webhook_signature_file",
+        )
+        return found.get_secret_value() if found is not None else None
+
+    def solapi_webhook(self) -> str | None:
+        """The secret Solapi's report webhook must carry (FALLBACK_SOLAPI_WEBHOOK_SECRET or its
+        file)."""
+        found = _secret(
+            self.solapi_webhook_secret,
+            self.solapi_webhook_secret_file,
+            "solapi_webhook_secret_file",
+        )
+        return found.get_secret_value() if found is not None else None
 
     def deadlines(self) -> Deadlines:
         """FALLBACK_RESULT_DEADLINE_SMS and _LMS (§11)."""

@@ -75,7 +75,14 @@ def test_compose_references_resolve() -> None:
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
     profiles = {p for s in services.values() for p in s.get("profiles", [])}
-    assert profiles == {"ui", "sample", "monitoring"}
+    assert profiles == {"ui", "sample", "monitoring", "providers"}
+    # The providers' secrets come from files compose mounts, never from the environment block.
+    providers = services["fallback-providers"]
+    assert providers["environment"]["FALLBACK_SINK"] == "nhn,solapi"
+    assert {
+        s.split("/")[-1] for s in providers["environment"].values() if "/run/secrets/" in str(s)
+    } == set(providers["secrets"])
+    assert set(providers["secrets"]) <= set(compose()["secrets"])
     assert services["topics"]["command"][:2] == ["topics", "create"]
     assert services["fallback"]["depends_on"]["topics"] == {
         "condition": "service_completed_successfully"
@@ -219,18 +226,22 @@ def test_readme_points_to_the_configuration_reference() -> None:
 
 @pytest.mark.broker
 async def test_every_metric_the_dashboard_and_alerts_query_is_exported(tansu: Broker) -> None:
-    """Scrapes the real /metrics of `fallback-service run`, with the nhn sink and delivery
-    results so that their metrics (the result collector's too) are there, and compares names."""
+    """Scrapes the real /metrics of `fallback-service run`, with both delivering sinks
+    (failover) and delivery results so that their metrics (the collectors' too) are there, and
+    compares names."""
     topics = Topics.fresh(tansu.overrides)
     await create_topics(tansu.bootstrap, topics, partitions=1)
     port = free_port()
     env = topics.env(
         tansu.bootstrap,
         FALLBACK_HTTP_PORT=str(port),
-        FALLBACK_SINK="nhn",
+        FALLBACK_SINK="nhn,solapi",
         FALLBACK_NHN_APP_KEY="app",
         FALLBACK_NHN_SECRET_KEY="secret",
         FALLBACK_NHN_BASE_URL="http://127.0.0.1:9",
+        FALLBACK_SOLAPI_API_KEY="key",
+        FALLBACK_SOLAPI_API_SECRET="secret",
+        FALLBACK_SOLAPI_BASE_URL="http://127.0.0.1:9",
         FALLBACK_DELIVERY_RESULTS="on",
     )
     with service_process(env) as process:

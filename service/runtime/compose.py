@@ -275,13 +275,12 @@ def build_nhn_collector(
     from service.sinks.collector import leads_by
     from service.sinks.nhn_results import NhnCollector, SentIndex
 
-    signature = settings.nhn_webhook_signature
     return NhnCollector(
         settings.nhn(),
         results_topic=settings.results_topic,
         collector_topic=settings.nhn_results_topic_name,
         poll_seconds=settings.nhn_results_poll_seconds,
-        signature=signature.get_secret_value() if signature is not None else None,
+        signature=settings.nhn_webhook(),
         index=SentIndex(
             options,
             settings.events_topic,
@@ -305,13 +304,12 @@ def build_solapi_collector(
     from service.sinks.collector import leads_by
     from service.sinks.solapi_results import SolapiCollector
 
-    secret = settings.solapi_webhook_secret
     return SolapiCollector(
         settings.solapi(),
         results_topic=settings.results_topic,
         collector_topic=settings.solapi_results_topic_name,
         poll_seconds=settings.solapi_results_poll_seconds,
-        secret=secret.get_secret_value() if secret is not None else None,
+        secret=settings.solapi_webhook(),
         consumer_options=options,
         make_producer=lambda: make_producer(settings, options),
         metrics=metrics,
