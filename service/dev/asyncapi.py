@@ -80,8 +80,8 @@ async def _render() -> str:
         settings.results_topic,
         title="Delivery results",
         description="Contract §11: one handset result per SMS request, key fallbackId; written "
-        "by the team's SMS service (sink kafka) or the service's own result collector (sink "
-        "nhn), read with FALLBACK_DELIVERY_RESULTS=on.",
+        "by the team's SMS service (sink kafka) or the service's own result collectors (sinks "
+        "nhn and solapi), read with FALLBACK_DELIVERY_RESULTS=on.",
         schema=DeliveryResult,
     )
     broker.publisher(
