@@ -65,7 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/core_bench.py
 	$(BIN)/python bench/service_bench.py --runs 3
 	$(BIN)/python bench/dedupe_bench.py
-	$(BIN)/python bench/nhn_bench.py
+	$(BIN)/python bench/provider_bench.py --runs 3
 	$(BIN)/python bench/results_bench.py --runs 3
 
 # Where the running service spends its CPU (py-spy on `fallback-service run`, on Tansu).

@@ -1,5 +1,6 @@
-"""`make run`, `make run-nhn`, `make run-solapi` and `make run-failover` as a newcomer runs them: the demo process, its own embedded
-broker, and the story of each sample told to the end (DELIVERED and UNDELIVERED, §11)."""
+"""`make run`, `make run-nhn`, `make run-solapi` and `make run-failover` as a newcomer runs
+them: the demo process, its own embedded broker, and the story of each sample told to the end
+(DELIVERED and UNDELIVERED, §11)."""
 
 from __future__ import annotations
 

@@ -188,6 +188,48 @@ async def test_a_failed_over_fallback_is_sent_by_solapi_and_ends_delivered(
     assert set(taken.values()) == {1} and len(taken) == 10
 
 
+async def test_answers_lost_at_the_first_provider_stay_there_and_are_taken_once(
+    tansu: Broker, topics: Topics, nhn_server: NhnServer, solapi_server: SolapiServer
+) -> None:
+    """NHN takes each of the first requests and drops the connection before answering: the
+    service looks them up at NHN (never at Solapi), and each fallback is taken once in all."""
+    bootstrap = tansu.bootstrap
+    await prepare(bootstrap, topics, partitions=2)
+    nhn_server.control({"fault": "drop", "after": True, "times": 6})
+    settings = topics.settings(
+        bootstrap,
+        sink="nhn,solapi",
+        nhn_base_url=nhn_server.url,
+        solapi_base_url=solapi_server.url,
+        nhn_timeout_seconds=0.5,
+        **NHN,
+        **SOLAPI,
+    )
+    async with running(settings) as service:
+        await put(bootstrap, topics.input, events(12))
+        records = await eventually_value(
+            lambda: read_to_end(bootstrap, topics.events),
+            lambda r: len(outcomes_of(r, "SENT")) == 12,
+            60,
+        )
+        found = service.metrics.registry.get_sample_value(
+            "fallback_provider_lookups_total", {"provider": "nhn", "result": "taken"}
+        )
+    taken = Counter(m["recipientGroupingKey"] for m in nhn_server.sent)
+    taken.update(solapi_server.accepted)
+    assert len(taken) == 12 and set(taken.values()) == {1}
+    dropped = [r for r in nhn_server.received if str(r.get("answer")).startswith("taken, then")]
+    assert len(dropped) == 6 and found == 6
+    sent = outcomes_of(records, "SENT")
+    # Whatever failed over was never taken by NHN; what NHN took (answered or found) is nhn's.
+    for o in sent:
+        assert o["provider"]["name"] == (
+            "nhn"
+            if o["fallbackId"] in {m["recipientGroupingKey"] for m in nhn_server.sent}
+            else "solapi"
+        )
+
+
 async def test_a_restart_during_failover_loses_nothing_and_sends_nothing_twice(
     tansu: Broker, topics: Topics, nhn_server: NhnServer, solapi_server: SolapiServer
 ) -> None:

@@ -96,7 +96,6 @@ class FailoverSink:
         for d in pending:
             if d.answer is None:
                 d.held = True
-        self.metrics.sink_paused.set(1 if self.unavailable() else 0)
         if took is not None and took != self.current:
             self._direction(took)
 
