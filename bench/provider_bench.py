@@ -88,6 +88,23 @@ async def lag(bootstrap: str, group: str, topic: str) -> int:
         await consumer.stop()
 
 
+class Arrivals:
+    """Failures produced at `rate` per second, in `ticks` steps a second, until `stop`."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: int, ticks: int = 1) -> None:
+        self.bootstrap, self.topic, self.rate, self.ticks = bootstrap, topic, rate, ticks
+        self.produced = 0
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        step, every = self.rate // self.ticks, 1.0 / self.ticks
+        while not self.stop.is_set():
+            began = time.monotonic()
+            await produce(self.bootstrap, self.topic, self.produced, step)
+            self.produced += step
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - began)))
+
+
 class Providers:
     """Both local servers, and what they took together."""
 
@@ -161,20 +178,10 @@ async def nhn_outage(bootstrap: str, log: Path) -> dict[str, Any]:
         bootstrap, {**providers.env("nhn"), "FALLBACK_LOG_OUTCOMES": "false"}
     )
     process = start_service(env, log)
-    produced = 0
-    stop = asyncio.Event()
-
-    async def arrivals() -> None:
-        nonlocal produced
-        while not stop.is_set():
-            began = time.monotonic()
-            await produce(bootstrap, topics.input, produced, ARRIVALS_PER_SECOND)
-            produced += ARRIVALS_PER_SECOND
-            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
-
+    arrivals = Arrivals(bootstrap, topics.input, ARRIVALS_PER_SECOND)
     try:
         await wait_ready(port)
-        feeder = asyncio.create_task(arrivals())
+        feeder = asyncio.create_task(arrivals.run())
         await asyncio.sleep(5)
         server.control({"fault": "http", "status": 503, "own_body": True, "times": -1})
         rss: list[float] = []
@@ -183,8 +190,9 @@ async def nhn_outage(bootstrap: str, log: Path) -> dict[str, Any]:
             rss.append(rss_mb(process.pid))
             await asyncio.sleep(1)
         lag_at_end = await lag(bootstrap, env["FALLBACK_GROUP_ID"], topics.input)
-        stop.set()
+        arrivals.stop.set()
         await feeder
+        produced = arrivals.produced
         server.control({"clear": True})
         recovered = time.monotonic()
         while len(server.sent) < produced:
@@ -219,21 +227,10 @@ async def failover_outage(bootstrap: str, log: Path) -> dict[str, Any]:
         bootstrap, {**providers.env("nhn,solapi"), "FALLBACK_LOG_OUTCOMES": "false"}
     )
     process = start_service(env, log)
-    produced = 0
-    stop = asyncio.Event()
-    rate = FAILOVER_ARRIVALS_PER_SECOND
-
-    async def arrivals() -> None:
-        nonlocal produced
-        while not stop.is_set():
-            began = time.monotonic()
-            await produce(bootstrap, topics.input, produced, rate // 10)
-            produced += rate // 10
-            await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
-
+    arrivals = Arrivals(bootstrap, topics.input, FAILOVER_ARRIVALS_PER_SECOND, ticks=10)
     try:
         await wait_ready(port)
-        feeder = asyncio.create_task(arrivals())
+        feeder = asyncio.create_task(arrivals.run())
         await asyncio.sleep(5)
         await providers.nhn.down(True)
         before = len(providers.solapi.accepted)
@@ -254,8 +251,9 @@ async def failover_outage(bootstrap: str, log: Path) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(3)
-        stop.set()
+        arrivals.stop.set()
         await feeder
+        produced = arrivals.produced
         deadline = time.monotonic() + 60
         while len(providers.taken()) < produced and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)

@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from service.core.models import ChannelSettings, FailureEvent, SenderNumberStatus
+from service.config import Pressure
+from service.core.models import ChannelSettings, FailureEvent, SenderNumberStatus, SmsRequest
+from service.core.rules import Policy, decide
 
 SENDER_KEY = "sk-mybrand"
 SEND_NO = "0215990000"
@@ -49,6 +51,34 @@ REGISTRY = {
     "0317770000": SenderNumberStatus.BLOCKED,
     "15880000": SenderNumberStatus.ACTIVE,
 }
+
+
+def sms_request(seq: int = 1, **fields: Any) -> SmsRequest:
+    """The SMS request the core makes of an event (recipient `seq` of request R1, at noon)."""
+    decision = decide(
+        event(recipientSeq=seq, **fields),
+        channel(),
+        REGISTRY,
+        already_requested=False,
+        now=NOON_KST,
+        policy=Policy(),
+    )
+    assert decision.request is not None
+    return decision.request
+
+
+# A delivering sink's pace in the sink tests: quick back-offs, no rate limit.
+PRESSURE = Pressure(
+    timeout_seconds=2.0,
+    max_attempts=4,
+    request_deadline_seconds=30.0,
+    backoff_base_seconds=0.2,
+    backoff_max_seconds=5.0,
+    rate_limit=0,
+    concurrency=8,
+    breaker_threshold=5,
+    breaker_max_seconds=30.0,
+)
 
 
 def record(

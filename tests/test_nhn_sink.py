@@ -17,29 +17,15 @@ from aiokafka import TopicPartition
 from pydantic import SecretStr
 
 from service.config import NhnApi, Pressure
-from service.core.models import SmsRequest
-from service.core.rules import Policy, decide
 from service.dev.nhn_server import NhnServer
 from service.metrics import Metrics
 from service.pipeline.seams import Delivery
 from service.sinks.limits import BreakerState
 from service.sinks.nhn import NhnSink
-from tests.factories import NOON_KST, REGISTRY, SEND_NO, channel, event
+from service.sinks.provider import Clocks
+from tests.factories import PRESSURE, SEND_NO, sms_request
 
 SOURCE = TopicPartition("in", 0)
-
-
-PRESSURE = Pressure(
-    timeout_seconds=2.0,
-    max_attempts=4,
-    request_deadline_seconds=30.0,
-    backoff_base_seconds=0.2,
-    backoff_max_seconds=5.0,
-    rate_limit=0,
-    concurrency=8,
-    breaker_threshold=5,
-    breaker_max_seconds=30.0,
-)
 
 
 def api(**changes: Any) -> NhnApi:
@@ -53,19 +39,6 @@ def api(**changes: Any) -> NhnApi:
         pressure=dataclasses.replace(PRESSURE, **pressed),
     )
     return dataclasses.replace(base, **rest)
-
-
-def sms_request(seq: int = 1, **fields: Any) -> SmsRequest:
-    decision = decide(
-        event(recipientSeq=seq, **fields),
-        channel(),
-        REGISTRY,
-        already_requested=False,
-        now=NOON_KST,
-        policy=Policy(),
-    )
-    assert decision.request is not None
-    return decision.request
 
 
 def deliveries(count: int, **fields: Any) -> list[Delivery]:
@@ -139,8 +112,7 @@ async def started(
         api(**changes),
         Metrics(),
         transport=httpx.MockTransport(sends),
-        sleep=sleeps or Sleeps(),
-        unit_random=lambda: 0.5,
+        clocks=Clocks(sleep=sleeps or Sleeps(), unit_random=lambda: 0.5),
     )
     await sink.start()
     return sink
@@ -246,8 +218,7 @@ async def test_a_lost_answer_is_found_by_the_lookup_and_never_sent_again() -> No
         api(),
         Metrics(),
         transport=httpx.MockTransport(handler),
-        sleep=Sleeps(),
-        unit_random=lambda: 0.5,
+        clocks=Clocks(sleep=Sleeps(), unit_random=lambda: 0.5),
     )
     await sink.start()
     await sink.deliver([delivery])
@@ -271,8 +242,7 @@ async def test_a_lookup_without_an_answer_keeps_the_request_held_and_with_this_p
         api(request_deadline_seconds=0.5, breaker_threshold=100),
         Metrics(),
         transport=httpx.MockTransport(handler),
-        sleep=Sleeps(),
-        unit_random=lambda: 0.0,
+        clocks=Clocks(sleep=Sleeps(), unit_random=lambda: 0.0),
     )
     await sink.start()
     [delivery] = deliveries(1)

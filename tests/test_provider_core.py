@@ -13,21 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core import nhn, provider, solapi
-from service.core.models import SmsRequest
 from service.core.provider import Answer, Lookup, Verdict
-from service.core.rules import Policy, decide
-from tests.factories import NOON_KST, REGISTRY, channel, event
+from tests.factories import sms_request as request
 
 NOW = 1_800_000_000.0
 MOMENT = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
-
-
-def request(**fields: Any) -> SmsRequest:
-    decision = decide(
-        event(**fields), channel(), REGISTRY, already_requested=False, now=NOON_KST, policy=Policy()
-    )
-    assert decision.request is not None
-    return decision.request
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:

@@ -14,25 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core import solapi
-from service.core.models import MessageKind, SmsRequest
+from service.core.models import MessageKind
 from service.core.provider import Verdict
-from service.core.rules import Policy, decide
-from tests.factories import NOON_KST, REGISTRY, channel, event
+from tests.factories import sms_request as request
 
 NOW = 1_800_000_000.0
-
-
-def request(seq: int = 1, **fields: Any) -> SmsRequest:
-    decision = decide(
-        event(recipientSeq=seq, **fields),
-        channel(),
-        REGISTRY,
-        already_requested=False,
-        now=NOON_KST,
-        policy=Policy(),
-    )
-    assert decision.request is not None
-    return decision.request
 
 
 def test_the_authorization_is_hmac_sha256_of_date_and_salt() -> None:

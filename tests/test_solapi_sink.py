@@ -14,24 +14,22 @@ from pydantic import SecretStr
 
 from service.config import Pressure, SolapiApi
 from service.core.models import SmsRequest
-from service.core.rules import Policy, decide
 from service.dev.solapi_server import SolapiServer
 from service.metrics import Metrics
 from service.pipeline.seams import Delivery
+from service.sinks.provider import Clocks
 from service.sinks.solapi import SolapiSink
-from tests.factories import NOON_KST, REGISTRY, SEND_NO, channel, event
+from tests.factories import PRESSURE as FAST
+from tests.factories import SEND_NO, sms_request
 
 SOURCE = TopicPartition("in", 0)
-PRESSURE = Pressure(
+PRESSURE = dataclasses.replace(
+    FAST,
     timeout_seconds=0.5,
-    max_attempts=4,
     request_deadline_seconds=20.0,
     backoff_base_seconds=0.01,
     backoff_max_seconds=0.05,
-    rate_limit=0,
     concurrency=4,
-    breaker_threshold=5,
-    breaker_max_seconds=30.0,
 )
 
 
@@ -44,22 +42,14 @@ def api(url: str, **changes: Any) -> SolapiApi:
     return dataclasses.replace(base, **rest)
 
 
-def sms_request(seq: int, **fields: Any) -> SmsRequest:
+def request(seq: int, **fields: Any) -> SmsRequest:
+    """A request to a number of its own (Solapi's calls take one message per recipient)."""
     fields.setdefault("recipientNo", f"010{seq:08d}")
-    decision = decide(
-        event(recipientSeq=seq, **fields),
-        channel(),
-        REGISTRY,
-        already_requested=False,
-        now=NOON_KST,
-        policy=Policy(),
-    )
-    assert decision.request is not None
-    return decision.request
+    return sms_request(seq, **fields)
 
 
 def deliveries(count: int, start: int = 1, **fields: Any) -> list[Delivery]:
-    return [Delivery(sms_request(start + i, **fields), SOURCE) for i in range(count)]
+    return [Delivery(request(start + i, **fields), SOURCE) for i in range(count)]
 
 
 async def sink_for(server: SolapiServer, **changes: Any) -> SolapiSink:
@@ -69,7 +59,7 @@ async def sink_for(server: SolapiServer, **changes: Any) -> SolapiSink:
     if salt is not None:
         extra["salt"] = salt
     if wall_clock is not None:
-        extra["wall_clock"] = wall_clock
+        extra["clocks"] = Clocks(wall=wall_clock)
     sink = SolapiSink(api(server.url, **changes), Metrics(), **extra)
     await sink.start()
     return sink
@@ -83,7 +73,7 @@ async def test_a_batch_goes_in_one_signed_call_and_each_message_settles_sent(
     solapi_server: SolapiServer,
 ) -> None:
     sink = await sink_for(solapi_server)
-    batch = [*deliveries(30), Delivery(sms_request(99, content="가" * 100), SOURCE)]
+    batch = [*deliveries(30), Delivery(request(99, content="가" * 100), SOURCE)]
     await sink.deliver(batch)
     await sink.stop()
     assert all(d.answer is not None and d.answer.accepted for d in batch)

@@ -69,18 +69,51 @@ def fault_of(command: dict[str, Any]) -> Fault:
 
 @dataclass
 class StubServer:
-    """A keep-alive HTTP/1.1 server around one `answer` coroutine."""
+    """A keep-alive HTTP/1.1 server around the `answer` coroutine its subclass defines."""
 
     port: int = 0
     _server: asyncio.Server | None = None
     _connections: set[asyncio.StreamWriter] = field(default_factory=set)
+    _host: str = "127.0.0.1"
 
-    async def listen(
-        self,
-        answer: Callable[[str, str, dict[str, str], bytes], Awaitable[Reply]],
-        host: str,
-        port: int,
-    ) -> None:
+    async def answer(
+        self, method: str, target: str, headers: dict[str, str], content: bytes
+    ) -> Reply:
+        raise NotImplementedError
+
+    async def down(self, down: bool) -> None:
+        """Refuse connections (the provider unreachable), or listen again on the same port."""
+        if down:
+            await self.close()
+        elif self._server is None:
+            await self.listen(self._host, self.port)
+
+    def down_after_answer(self, command: dict[str, Any]) -> None:
+        """`{"down": …}` over `/_control`: applied once the control call's answer is written
+        (closing the listener first would cut that very answer)."""
+        if "down" in command:
+            want = bool(command["down"])
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.down(want)))
+
+    async def run_until_interrupted(self, host: str, port: int, what: str) -> None:
+        """`python -m …`: listen until Ctrl-C."""
+        await self.start(host, port)
+        print(f"{what} listening on {self.url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        await self.listen(host, port)
+
+    async def stop(self) -> None:
+        await self.close()
+
+    async def listen(self, host: str, port: int) -> None:
+        self._host = host
+        answer: Callable[[str, str, dict[str, str], bytes], Awaitable[Reply]] = self.answer
+
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._connections.add(writer)
             try:

@@ -65,36 +65,23 @@ class NhnServer(StubServer):
     reports: Reports = field(default_factory=Reports)
     # Every message taken, as the send list shows it.
     sent: list[dict[str, Any]] = field(default_factory=list)
-    _host: str = "127.0.0.1"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        await self.listen(self._answer, host, port)
+        await self.listen(host, port)
         await self.reports.start()
 
     async def stop(self) -> None:
         await self.reports.stop()
         await self.close()
 
-    async def down(self, down: bool) -> None:
-        """Refuse connections (the API unreachable), or listen again on the same port."""
-        if down:
-            await self.close()
-        elif self._server is None:
-            await self.listen(self._answer, self._host, self.port)
-
-    async def _answer(
+    async def answer(
         self, method: str, target: str, headers: dict[str, str], content: bytes
     ) -> Reply:
         path = target.split("?", 1)[0]
         if path == "/_control" and method == "POST":
             command = json.loads(content or b"{}")
             self.control(command)
-            if "down" in command:
-                # After this answer: the listener closes (or opens) once it is written.
-                asyncio.get_running_loop().call_soon(
-                    lambda: asyncio.ensure_future(self.down(bool(command["down"])))
-                )
+            self.down_after_answer(command)
             return 200, {}, b'{"ok": true}'
         listing = _LIST_PATH.match(path)
         if listing is not None and method == "GET":
@@ -324,12 +311,7 @@ async def _main(argv: list[str]) -> None:
     server.reports.delay, server.reports.share = args.result_delay, args.undelivered_share
     server.reports.webhook_url = args.webhook_url
     server.reports.webhook_signature = args.webhook_signature
-    await server.start(args.host, args.port)
-    print(f"NHN SMS API stand-in listening on {server.url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()
+    await server.run_until_interrupted(args.host, args.port, "NHN SMS API stand-in")
 
 
 if __name__ == "__main__":

@@ -90,11 +90,9 @@ class SolapiServer(StubServer):
     _signatures: dict[str, float] = field(default_factory=dict)
     _due: list[tuple[float, str]] = field(default_factory=list)
     _reporter: asyncio.Task[None] | None = None
-    _host: str = "127.0.0.1"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        await self.listen(self._answer, host, port)
+        await self.listen(host, port)
         self._reporter = asyncio.create_task(self._report())
 
     async def stop(self) -> None:
@@ -103,12 +101,6 @@ class SolapiServer(StubServer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reporter
         await self.close()
-
-    async def down(self, down: bool) -> None:
-        if down:
-            await self.close()
-        elif self._server is None:
-            await self.listen(self._answer, self._host, self.port)
 
     # Control.
 
@@ -141,17 +133,14 @@ class SolapiServer(StubServer):
 
     # HTTP.
 
-    async def _answer(
+    async def answer(
         self, method: str, target: str, headers: dict[str, str], content: bytes
     ) -> Reply:
         path, _, raw_query = target.partition("?")
         if path == "/_control" and method == "POST":
             command = json.loads(content or b"{}")
             self.control(command)
-            if "down" in command:
-                asyncio.get_running_loop().call_soon(
-                    lambda: asyncio.ensure_future(self.down(bool(command["down"])))
-                )
+            self.down_after_answer(command)
             return 200, {}, b'{"ok": true}'
         if path == "/_requests":
             if method == "DELETE":
@@ -424,12 +413,7 @@ async def _main(argv: list[str]) -> None:
     server = SolapiServer(api_key=args.api_key, api_secret=args.api_secret)
     server.result_delay = args.result_delay
     server.webhook_url, server.webhook_secret = args.webhook_url, args.webhook_secret
-    await server.start(args.host, args.port)
-    print(f"Solapi messages API stand-in listening on {server.url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()
+    await server.run_until_interrupted(args.host, args.port, "Solapi messages API stand-in")
 
 
 if __name__ == "__main__":

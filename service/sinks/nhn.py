@@ -7,9 +7,8 @@ means is decided in `service.core.nhn`; this module does the calls.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import httpx
 import orjson
@@ -19,7 +18,7 @@ from service.core import nhn
 from service.core.provider import Answer, Found, Lookup, Verdict, retry_wait, transport_failure
 from service.metrics import Metrics
 from service.pipeline.seams import Delivery
-from service.sinks.provider import ProviderSink
+from service.sinks.provider import REAL_TIME, Clocks, ProviderSink
 
 
 class NhnSink(ProviderSink):
@@ -35,19 +34,9 @@ class NhnSink(ProviderSink):
         metrics: Metrics,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        unit_random: Callable[[], float] = random.random,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clocks: Clocks = REAL_TIME,
     ) -> None:
-        super().__init__(
-            api.pressure,
-            metrics,
-            clock=clock,
-            wall_clock=wall_clock,
-            unit_random=unit_random,
-            sleep=sleep,
-        )
+        super().__init__(api.pressure, metrics, clocks)
         self.api = api
         self._transport = transport
         # One client per request in flight, each holding one keep-alive connection: httpcore's

@@ -26,6 +26,19 @@ from service.pipeline.seams import Delivery
 from service.sinks.limits import Breaker, BreakerState, TokenBucket
 
 
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """Time, chance and waiting as a sink sees them; tests pass their own."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    unit_random: Callable[[], float] = random.random
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+REAL_TIME = Clocks()
+
+
 @dataclass(slots=True)
 class Unsure:
     """A request whose last attempt was ambiguous: when it was first sent (the lookup's window)
@@ -41,22 +54,13 @@ class ProviderSink:
     name = "provider"
     delivers = True
 
-    def __init__(
-        self,
-        pressure: Pressure,
-        metrics: Metrics,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        unit_random: Callable[[], float] = random.random,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, pressure: Pressure, metrics: Metrics, clocks: Clocks) -> None:
         self.pressure = pressure
         self.metrics = metrics
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._random = unit_random
-        self._sleep = sleep
+        self._clock = clock = clocks.monotonic
+        self._wall_clock = clocks.wall
+        self._random = clocks.unit_random
+        self._sleep = sleep = clocks.sleep
         self.log = logging.getLogger(f"fallback.sink.{self.name}")
         self.bucket = TokenBucket(pressure.rate_limit, clock=clock, sleep=sleep)
         self.breaker = Breaker(

@@ -8,10 +8,9 @@ means is decided in `service.core.solapi`; this module does the calls.
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
 
 import httpx
@@ -22,7 +21,7 @@ from service.core import solapi
 from service.core.provider import Found, Lookup, Verdict, retry_wait, transport_failure
 from service.metrics import Metrics
 from service.pipeline.seams import Delivery
-from service.sinks.provider import ProviderSink
+from service.sinks.provider import REAL_TIME, Clocks, ProviderSink
 
 # Pages of the message list read for one lookup, at most (500 messages each).
 _LOOKUP_PAGES = 100
@@ -83,20 +82,10 @@ class SolapiSink(ProviderSink):
         metrics: Metrics,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        unit_random: Callable[[], float] = random.random,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clocks: Clocks = REAL_TIME,
         salt: Callable[[], str] = lambda: secrets.token_hex(16),
     ) -> None:
-        super().__init__(
-            api.pressure,
-            metrics,
-            clock=clock,
-            wall_clock=wall_clock,
-            unit_random=unit_random,
-            sleep=sleep,
-        )
+        super().__init__(api.pressure, metrics, clocks)
         self.api = api
         self._transport = transport
         self._salt = salt
