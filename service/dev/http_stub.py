@@ -72,9 +72,22 @@ class StubServer:
     """A keep-alive HTTP/1.1 server around the `answer` coroutine its subclass defines."""
 
     port: int = 0
+    # The sender numbers registered (None: every one), and the faults to play.
+    registered: set[str] | None = None
+    faults: list[Fault] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _connections: set[asyncio.StreamWriter] = field(default_factory=set)
     _host: str = "127.0.0.1"
+
+    def control(self, command: dict[str, Any]) -> None:
+        """`/_control`'s commands every stand-in takes: `clear`, `fault`, `registered`."""
+        if command.get("clear"):
+            self.faults.clear()
+        if "fault" in command:
+            self.faults.append(fault_of(command))
+        if "registered" in command:
+            registered = command["registered"]
+            self.registered = None if registered is None else set(registered)
 
     async def answer(
         self, method: str, target: str, headers: dict[str, str], content: bytes

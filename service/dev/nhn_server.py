@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service.dev.http_stub import Fault, Reply, StubServer, fault_of, take_fault
+from service.dev.http_stub import Reply, StubServer, take_fault
 from service.dev.nhn_reports import KST, Reports
 
 _RESULTS_PATH = re.compile(r"^/sms/v3\.0/appKeys/([^/]+)/message-results$")
@@ -54,10 +54,8 @@ class NhnServer(StubServer):
 
     app_key: str = "demo-app-key"
     secret_key: str = "demo-secret-key"
-    registered: set[str] | None = None  # None: every sender number is registered
     blocked: set[str] = field(default_factory=set)
     opted_out: set[str] = field(default_factory=set)
-    faults: list[Fault] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
     # How many times each message body was accepted (SENT): duplicates show as counts above 1.
     accepted: Counter[str] = field(default_factory=Counter)
@@ -196,13 +194,7 @@ class NhnServer(StubServer):
 
     def control(self, command: dict[str, Any]) -> None:
         """Change the server's behaviour (see the module's docstring)."""
-        if command.get("clear"):
-            self.faults.clear()
-        if "fault" in command:
-            self.faults.append(fault_of(command))
-        if "registered" in command:
-            registered = command["registered"]
-            self.registered = None if registered is None else set(registered)
+        super().control(command)
         if "blocked" in command:
             self.blocked = set(command["blocked"])
         if "opted_out" in command:

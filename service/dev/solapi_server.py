@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from service.dev.http_stub import Fault, Reply, StubServer, fault_of, take_fault
+from service.dev.http_stub import Reply, StubServer, take_fault
 
 _AUTH = re.compile(
     r"^HMAC-SHA256\s+apiKey=([^,\s]+),\s*date=([^,\s]+),\s*salt=([^,\s]+),\s*signature=([0-9a-f]+)$",
@@ -70,12 +70,10 @@ class SolapiServer(StubServer):
 
     api_key: str = "demo-api-key"
     api_secret: str = "demo-api-secret"
-    registered: set[str] | None = None
     refuse: dict[str, str] = field(default_factory=dict)
     invalid: set[str] = field(default_factory=set)
     balance: float = float("inf")
     list_status: int = 200
-    faults: list[Fault] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
     # Messages taken, by messageId (insertion order is the list's order).
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -106,13 +104,7 @@ class SolapiServer(StubServer):
 
     def control(self, command: dict[str, Any]) -> None:
         """Change the server's behaviour (see the module's docstring)."""
-        if command.get("clear"):
-            self.faults.clear()
-        if "fault" in command:
-            self.faults.append(fault_of(command))
-        if "registered" in command:
-            registered = command["registered"]
-            self.registered = None if registered is None else set(registered)
+        super().control(command)
         if "refuse" in command:
             self.refuse = {str(k): str(v) for k, v in command["refuse"].items()}
         if "invalid" in command:
