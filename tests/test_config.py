@@ -156,6 +156,70 @@ def test_nhn_base_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("kafka", (Sink.KAFKA,)),
+        ("NHN", (Sink.NHN,)),
+        ("nhn, solapi", (Sink.NHN, Sink.SOLAPI)),
+        ("solapi,nhn", (Sink.SOLAPI, Sink.NHN)),
+    ],
+)
+def test_sinks_in_failover_order(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[Sink, ...]
+) -> None:
+    monkeypatch.setenv("FALLBACK_SINK", value)
+    for name, secret in (("NHN_APP_KEY", "app"), ("NHN_SECRET_KEY", "s")):
+        monkeypatch.setenv(f"FALLBACK_{name}", secret)
+    monkeypatch.setenv("FALLBACK_SOLAPI_API_KEY", "key")
+    monkeypatch.setenv("FALLBACK_SOLAPI_API_SECRET", "s")
+    settings = load_settings()
+    assert settings.sinks == expected
+    assert settings.delivers is (expected != (Sink.KAFKA,))
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("kafka,nhn", "only delivering sinks"),
+        ("nhn,nhn", "listed twice"),
+        ("nhn,sens", "unknown sink 'sens'"),
+        (" , ", "expected kafka, nhn, solapi"),
+    ],
+)
+def test_a_bad_sink_list_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    monkeypatch.setenv("FALLBACK_SINK", value)
+    with pytest.raises(ConfigError, match=f"FALLBACK_SINK.*{said}"):
+        load_settings()
+
+
+def test_solapi_needs_its_keys_and_reads_its_secret_from_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FALLBACK_SINK", "solapi")
+    with pytest.raises(ConfigError, match="FALLBACK_SOLAPI_API_KEY"):
+        load_settings()
+    monkeypatch.setenv("FALLBACK_SOLAPI_API_KEY", "NCSKEY")
+    with pytest.raises(ConfigError, match="FALLBACK_SOLAPI_API_SECRET"):
+        load_settings()
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-file\n")
+    monkeypatch.setenv("FALLBACK_SOLAPI_API_SECRET_FILE", str(secret))
+    hook = tmp_path / "hook"
+    hook.write_text("shared\n")
+    monkeypatch.setenv("FALLBACK_SOLAPI_WEBHOOK_SECRET_FILE", str(hook))
+    settings = load_settings()
+    api = settings.solapi()
+    assert (api.api_key, api.api_secret.get_secret_value()) == ("NCSKEY", "from-the-file")
+    assert (api.base_url, api.batch_max) == ("https://api.solapi.com", 1000)
+    assert settings.solapi_webhook() == "shared"
+    monkeypatch.setenv("FALLBACK_PROCESSING_GUARANTEE", "exactly-once")
+    with pytest.raises(ConfigError, match="FALLBACK_SINK=solapi cannot be combined"):
+        load_settings()
+
+
 def test_settings_is_not_a_module_global() -> None:
     import service.config as config
 
