@@ -22,6 +22,9 @@ from service.sinks.provider import ProviderSink
 
 log = logging.getLogger("fallback.sink.failover")
 
+# Seconds before a batch whose only held requests wait for their own provider is read again.
+_HELD_AGAIN = 0.2
+
 
 class FailoverSink:
     """Delivering sinks in order, as one sink."""
@@ -53,12 +56,21 @@ class FailoverSink:
         return None
 
     def retry_in(self) -> float:
-        waits = [s.retry_in() for s in self.sinks if s.unavailable() is not None]
-        return min(waits) if waits else min(s.retry_in() for s in self.sinks)
+        """How long the input pauses after a batch had requests held. While some provider is
+        available, only requests waiting for their own provider (an ambiguous attempt) were
+        held: read again soon, so that the partition behind them keeps flowing (the records
+        settled past them are skipped). Otherwise the earliest probe of the unavailable ones."""
+        if self.unavailable() is None:
+            return _HELD_AGAIN
+        return min(s.retry_in() for s in self.sinks)
 
     def probe(self) -> None:
+        """Probe the providers whose wait has passed; all of them when none is available (the
+        input was paused for it)."""
+        everyone_down = self.unavailable() is not None
         for sink in self.sinks:
-            sink.probe()
+            if everyone_down or sink.breaker.probe_due():
+                sink.probe()
 
     async def deliver(self, deliveries: Sequence[Delivery]) -> None:
         """Each delivery to the first provider that takes it (or surely refuses it); held when
