@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.core.provider import reported_at
 from service.core.rules import KST
 
 # NHN answers a window of at most one day (api-guide: 결과 업데이트 기준 메시지 검색).
@@ -70,25 +71,12 @@ def results_path(app_key: str) -> str:
     return f"/sms/v3.0/appKeys/{app_key}/message-results"
 
 
-def _reported(value: object) -> str | None:
-    """An NHN date (`yyyy-MM-dd HH:mm:ss[.S]`, Korean time) as RFC 3339."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace(" ", "T"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=KST)
-    return moment.astimezone(KST).isoformat(timespec="milliseconds")
-
-
 def _result(item: Mapping[str, Any], date_fields: tuple[str, ...]) -> NhnResult | None:
     code = item.get("resultCode")
     request_id = item.get("requestId")
     if code is None or str(code).strip() == "" or not isinstance(request_id, str):
         return None  # not final yet (requested, processing)
-    reported = next((r for f in date_fields if (r := _reported(item.get(f)))), None)
+    reported = next((r for f in date_fields if (r := reported_at(item.get(f)))), None)
     if reported is None:
         return None
     telecom = item.get("telecomCode")

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import email.utils
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+
+from service.core.rules import KST
 
 
 class Verdict(StrEnum):
@@ -108,3 +111,17 @@ class Found:
     lookup: Lookup
     request_id: str | None = None
     detail: str = ""
+
+
+def reported_at(value: object) -> str | None:
+    """A provider's date as RFC 3339 in Korean time: NHN's `yyyy-MM-dd HH:mm:ss[.S]` (Korean
+    time), Solapi's ISO 8601 with a zone; None when it is neither."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace(" ", "T"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=KST)
+    return moment.astimezone(KST).isoformat(timespec="milliseconds")

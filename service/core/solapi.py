@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.core.models import MessageKind, SmsRequest
-from service.core.provider import Answer, Verdict, parse_retry_after
-from service.core.rules import KST
+from service.core.provider import Answer, Verdict, parse_retry_after, reported_at
+from service.core.rules import timestamp
 
 SEND_PATH = "/messages/v4/send-many/detail"
 LIST_PATH = "/messages/v4/list"
@@ -119,12 +119,8 @@ class CallAnswer:
     resign: bool = False
 
 
-def _error_of(content: bytes) -> tuple[str, str] | None:
-    """Solapi's own error body `{errorCode, errorMessage}`, when `content` is one."""
-    try:
-        document = json.loads(content)
-    except ValueError:
-        return None
+def _error_of(document: Any) -> tuple[str, str] | None:
+    """Solapi's own error body `{errorCode, errorMessage}`, when `document` is one."""
     if not isinstance(document, dict) or not isinstance(document.get("errorCode"), str):
         return None
     return document["errorCode"], str(document.get("errorMessage") or "")
@@ -143,7 +139,11 @@ def classify(
     `statusCode`, the others are taken (their `messageId` from `messageList`). `headers` are
     looked up in lower case.
     """
-    error = _error_of(content)
+    try:
+        document: Any = json.loads(content)
+    except ValueError:
+        document = None  # a proxy's page, or nothing: read below as that
+    error = _error_of(document)
     retry_after = parse_retry_after(headers.get("retry-after"), now_epoch)
     if status >= 500:
         # Solapi's own error body says it took nothing; a proxy's page says nothing (§10).
@@ -170,7 +170,8 @@ def classify(
     if not 200 <= status < 300:
         return CallAnswer(Answer(Verdict.AMBIGUOUS, None, f"HTTP {status}"))
     try:
-        document = json.loads(content)
+        if document is None:
+            raise ValueError("not JSON")
         failed = document.get("failedMessageList") or []
         listed = document.get("messageList") or []
         group = (document.get("groupInfo") or {}).get("groupId")
@@ -305,21 +306,8 @@ def _listed(item: Mapping[str, Any]) -> Listed | None:
         status_code=str(item.get("statusCode") or ""),
         status_message=str(item["statusMessage"]) if item.get("statusMessage") else None,
         telecom=str(telecom) if telecom else None,
-        reported_at=_rfc3339(reported),
+        reported_at=reported_at(reported),
     )
-
-
-def _rfc3339(value: object) -> str | None:
-    """Solapi's dates (ISO 8601 with a zone, or `yyyy-MM-dd HH:mm:ss` in Korean time)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=KST)
-    return moment.astimezone(KST).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,5 +386,5 @@ def delivery_result(listed: Listed, fallback_id: str, now: datetime) -> dict[str
         "provider": "solapi",
         "providerMessageId": listed.message_id,
         "telecom": listed.telecom,
-        "reportedAt": listed.reported_at or now.astimezone(KST).isoformat(timespec="milliseconds"),
+        "reportedAt": listed.reported_at or timestamp(now),
     }

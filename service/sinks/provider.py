@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from service.config import Pressure
-from service.core.provider import Answer, Found, Lookup, Verdict
+from service.core.provider import Answer, Found, Lookup, Verdict, backoff
 from service.core.settle import ProviderAnswer
 from service.logs import mask_number
 from service.metrics import Metrics
@@ -129,9 +129,9 @@ class ProviderSink:
         self.breaker.trouble(cause)
 
     def backoff(self, attempt: int) -> float:
+        """`core.provider.backoff` with this sink's pace and random draw."""
         p = self.pressure
-        ceiling = min(p.backoff_max_seconds, p.backoff_base_seconds * (2 ** max(0, attempt - 1)))
-        return float(ceiling * self._random())
+        return backoff(attempt, p.backoff_base_seconds, p.backoff_max_seconds, self._random())
 
     def looked_up(self, delivery: Delivery, found: Found) -> ProviderAnswer | None:
         """Settle what a lookup said: TAKEN answers the delivery SENT; NOT_TAKEN forgets the
