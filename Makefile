@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run run-nhn run-solapi run-failover test lint unit bench profile tools docs audit clean
+.PHONY: install run run-nhn run-solapi run-failover console test lint unit bench profile tools docs screenshots audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not broker"
 
-# Checkers the deployment tests use: kustomize (built from the Go module proxy into .cache/bin)
-# and promtool (Debian's prometheus package). Where one cannot be had, its tests say so and are
-# skipped; .ci/run sets FALLBACK_TEST_REQUIRE_TOOLS=1, which makes them fail instead.
+# Checkers the tests use: kustomize (built from the Go module proxy into .cache/bin), promtool
+# (Debian's prometheus package) and Chromium with Korean fonts (Debian's chromium and
+# fonts-noto-cjk) for the console's browser tests. Where one cannot be had, its tests say so and
+# are skipped; .ci/run sets FALLBACK_TEST_REQUIRE_TOOLS=1, which makes them fail instead.
 KUSTOMIZE := .cache/bin/kustomize
 tools:
 	@test -x $(KUSTOMIZE) || { command -v go >/dev/null \
@@ -49,6 +50,14 @@ tools:
 	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
 		|| echo "tools: promtool not installable here, alert tests will be skipped"
+	@{ command -v chromium >/dev/null && test -n "$$(fc-list :lang=ko 2>/dev/null)"; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium \
+		fonts-noto-cjk >/dev/null; } \
+		|| echo "tools: chromium not installable here, the console's browser tests will be skipped"
+
+# The console's screenshots in docs/console/ (the browser tests, saving what they see).
+screenshots: $(STAMP) tools
+	FALLBACK_TEST_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_console_browser.py
 
 # Regenerate the committed references (tests fail when they are stale).
 docs: $(STAMP)

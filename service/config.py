@@ -122,6 +122,20 @@ class SolapiApi:
     pressure: Pressure
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleOptions:
+    """The slice of the settings the operator console needs (§12), besides the topics."""
+
+    host: str
+    port: int
+    users_file: str
+    secure_cookies: bool
+    session_idle_seconds: float
+    index_path: str
+    read_budget: int
+    retention_seconds: float
+
+
 class Settings(BaseSettings):
     """Every setting of the service. Build it with `load_settings()`."""
 
@@ -352,6 +366,28 @@ class Settings(BaseSettings):
     """One INFO line per outcome (fallbackId, status, masked number). Off by default: it is a
     line per SMS, and the outcome events and metrics say the same."""
 
+    # Operator console (§12)
+    console_host: str = "127.0.0.1"
+    """Address `fallback-service console` listens on; loopback unless told otherwise."""
+    console_port: int = Field(8081, ge=0, le=65535)
+    """Port of the console."""
+    console_users_file: str | None = None
+    """The console's accounts, `name:role:scrypt-hash` lines (`fallback-service console
+    add-user` writes them); the console refuses to start without one."""
+    console_secure_cookies: bool = False
+    """`true` when the console is served over HTTPS (behind a TLS proxy): session cookies get
+    `Secure`."""
+    console_session_minutes: float = Field(60.0, gt=0, le=24 * 60)
+    """A console session ends after this many minutes without a request."""
+    console_index_path: str = "console-index.sqlite"
+    """The console's search index (SQLite), fed from the outcome, dead-letter and audit topics;
+    rebuilt when missing or stale."""
+    console_read_budget: int = Field(20_000, ge=100, le=10_000_000)
+    """Records per second the console reads from Kafka at most (index and searches), so that it
+    never slows the service."""
+    console_index_retention_days: float = Field(7.0, gt=0)
+    """Indexed fallbacks older than this are dropped (set it to the outcome topic's retention)."""
+
     @field_validator(
         "unencodable",
         "sendno_registry",
@@ -395,7 +431,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a duration such as 25h, 90m or 3d")
         return value
 
-    @field_validator("delivery_results", mode="before")
+    @field_validator("delivery_results", "console_secure_cookies", mode="before")
     @classmethod
     def _on_off(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() not in {"on", "off", "true", "false"}:
@@ -587,6 +623,26 @@ class Settings(BaseSettings):
             "solapi_webhook_secret_file",
         )
         return found.get_secret_value() if found is not None else None
+
+    def console(self) -> ConsoleOptions:
+        """The console's slice; raises ConfigError naming FALLBACK_CONSOLE_USERS_FILE when it is
+        not set (the console refuses to start without accounts)."""
+        if not self.console_users_file:
+            raise ConfigError(
+                "invalid configuration: FALLBACK_CONSOLE_USERS_FILE is needed: the console "
+                "serves nobody without an account (fallback-service console add-user NAME "
+                "--role operator)"
+            )
+        return ConsoleOptions(
+            host=self.console_host,
+            port=self.console_port,
+            users_file=self.console_users_file,
+            secure_cookies=self.console_secure_cookies,
+            session_idle_seconds=self.console_session_minutes * 60,
+            index_path=self.console_index_path,
+            read_budget=self.console_read_budget,
+            retention_seconds=self.console_index_retention_days * 86400,
+        )
 
     def deadlines(self) -> Deadlines:
         """FALLBACK_RESULT_DEADLINE_SMS and _LMS (§11)."""

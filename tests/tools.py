@@ -1,9 +1,10 @@
 """The external checkers the deployment tests use, found or fetched as `make tools` leaves them.
 
 kustomize is built from the Go module proxy into `.cache/bin`; promtool comes from Debian's
-`prometheus` package; KEDA's CRD schemas are read from the `github.com/kedacore/keda/v2` module
-zip, fetched once from the Go module proxy into `.cache/keda`. Missing, a tool's tests are skipped
-with the reason, unless FALLBACK_TEST_REQUIRE_TOOLS=1 (CI), which makes them fail.
+`prometheus` package; Chromium (the console's browser tests) from Debian's `chromium`; KEDA's
+CRD schemas are read from the `github.com/kedacore/keda/v2` module zip, fetched once from the
+Go module proxy into `.cache/keda`. Missing, a tool's tests are skipped with the reason, unless
+FALLBACK_TEST_REQUIRE_TOOLS=1 (CI), which makes them fail.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
         missing("promtool")
+    assert found is not None
+    return found
+
+
+def chromium() -> str:
+    """Debian's Chromium, which Playwright drives (it never downloads a browser of its own)."""
+    found = os.environ.get("FALLBACK_TEST_CHROMIUM") or shutil.which("chromium")
+    if found is None:
+        missing("chromium (Debian's package)")
     assert found is not None
     return found
 

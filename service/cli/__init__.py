@@ -11,7 +11,7 @@ import click
 import typer
 
 from service import compat
-from service.cli import channels, dlq, find, preview, run, sendnos, tail, topics
+from service.cli import channels, console, dlq, find, preview, run, sendnos, tail, topics
 from service.config import ConfigError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 app.command("tail")(tail.tail)
 app.command("find")(find.find)
+app.add_typer(console.app, name="console")
 
 
 _EXITS = (click.exceptions.Exit, typer.Exit)

@@ -4,7 +4,16 @@ from typing import Annotated
 
 import typer
 
-from service.cli._common import Json, emit_json, parse_time, run, settings, shown_time
+from service.cli._common import (
+    ActorName,
+    Json,
+    actor,
+    emit_json,
+    parse_time,
+    run,
+    settings,
+    shown_time,
+)
 from service.core.models import DeadLetterError
 from service.logs import mask_numbers_in
 from service.ops.dlq import DeadLetter, dead_letters, replay, replay_headers
@@ -79,6 +88,7 @@ def replay_(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be sent; send nothing.")
     ] = False,
+    actor_name: ActorName = None,
     as_json: Json = False,
 ) -> None:
     """Re-publish dead letters to the input topic with their original key, value and headers.
@@ -87,7 +97,7 @@ def replay_(
     requested are SKIPPED duplicate.
     """
     found = _select(error, since, until)
-    sent = 0 if dry_run else run(replay(settings(), found))
+    sent = 0 if dry_run else run(replay(settings(), found, actor=actor(actor_name)))
     if as_json:
         emit_json(
             {

@@ -10,7 +10,10 @@ from aiokafka import ConsumerRecord
 
 from service.config import Settings
 from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
+from service.ops.audit import Actor, audit_record
 from service.ops.records import producer, scan
+
+DEAD_LETTERS = "dead_letters"
 
 
 @dataclass
@@ -65,12 +68,25 @@ def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     return [(k, v) for k, v in letter.headers if not k.startswith(("x-fallback-", "x-original-"))]
 
 
-async def replay(settings: Settings, letters: list[DeadLetter]) -> int:
-    """Re-publish dead letters to the input topic, original key, value and headers."""
+async def replay(settings: Settings, letters: list[DeadLetter], *, actor: Actor) -> int:
+    """Re-publish dead letters to the input topic, original key, value and headers; each one
+    replayed is audited (table `dead_letters`, key `partition@offset`, §10)."""
+    now = datetime.now(UTC)
     async with producer(settings) as p:
-        futures = [
-            await p.send(settings.input_topic, d.value, key=d.key, headers=replay_headers(d))
-            for d in letters
-        ]
+        futures = []
+        for d in letters:
+            futures.append(
+                await p.send(settings.input_topic, d.value, key=d.key, headers=replay_headers(d))
+            )
+            where = f"{d.partition}@{d.offset}"
+            audit = audit_record(
+                actor,
+                DEAD_LETTERS,
+                where,
+                {"topic": settings.dlq_topic, "error": d.error},
+                {"replayedTo": settings.input_topic},
+                now,
+            )
+            futures.append(await p.send(settings.audit_topic, audit, key=where.encode()))
         await asyncio.gather(*futures)
-    return len(futures)
+    return len(letters)

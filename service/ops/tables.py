@@ -59,10 +59,10 @@ async def _write(
         await asyncio.gather(written, audited)
 
 
-def _number(raw: str, what: str) -> str:
+def _number(raw: str, what: str, field: str) -> str:
     digits = sender_number(raw)
     if digits is None:
-        raise Refused(f"{what} {raw!r} is not a phone number of 8-12 digits")
+        raise Refused(f"{what} {raw!r} is not a phone number of 8-12 digits", field=field)
     return digits
 
 
@@ -96,24 +96,34 @@ async def put_channel(
     is written when nothing would change (`changed` is then False).
     """
     if not sender_key or len(sender_key) > 64:
-        raise Refused("a sender key is 1-64 characters")
+        raise Refused("a sender key is 1-64 characters", field="senderKey")
     existing = (await read_table(settings, CHANNELS)).get(sender_key)
     current = _channel_value(existing) if existing is not None and not replace else {}
     value = {**current, **changes}
     if "enabled" not in value:
-        raise Refused(f"channel {sender_key} is new: say --enabled or --disabled")
+        raise Refused(
+            f"channel {sender_key} is new: say whether it is enabled (--enabled or --disabled)",
+            field="enabled",
+        )
     if value.get("sendNo"):
-        value["sendNo"] = _number(value["sendNo"], "sender number")
+        value["sendNo"] = _number(value["sendNo"], "sender number", "sendNo")
     unsubscribe = value.get("unsubscribeNo")
     if unsubscribe:
         digits = unsubscribe_number(unsubscribe)
         if digits is None:
-            raise Refused(f"opt-out number {unsubscribe!r} is not 080 and 7-8 more digits")
+            raise Refused(
+                f"opt-out number {unsubscribe!r} is not 080 and 7-8 more digits",
+                field="unsubscribeNo",
+            )
         value["unsubscribeNo"] = digits
     try:
         model = ChannelSettings.model_validate(value)
     except ValidationError as exc:
-        raise Refused(f"channel {sender_key}: {describe_errors(exc, 'value')}") from None
+        where = exc.errors()[0]["loc"]
+        raise Refused(
+            f"channel {sender_key}: {describe_errors(exc, 'value')}",
+            field=str(where[0]) if where else None,
+        ) from None
     if existing is not None and _channel_value(existing) == _channel_value(model):
         return ChannelChange(sender_key, existing, changed=False)
     warnings = []
@@ -126,7 +136,7 @@ async def put_channel(
                 + ": fallbacks of this channel will be REJECTED until it is ACTIVE"
             )
             if strict:
-                raise Refused(problem)
+                raise Refused(problem, field="sendNo")
             warnings.append(problem)
     before = _channel_value(existing) if existing is not None else None
     await _write(settings, actor, CHANNELS, sender_key, before, _channel_value(model))
@@ -155,11 +165,11 @@ async def put_sendno(
 ) -> SenderNumberChange:
     """Register a sender number (digits only, as the service keys them) as ACTIVE or BLOCKED;
     nothing is written when it already has that status."""
-    number = _number(raw, "sender number")
+    number = _number(raw, "sender number", "number")
     try:
         checked = SenderNumber.model_validate({"status": status.upper()}).status
     except (ValidationError, ValueError):
-        raise Refused(f"status {status!r} is not ACTIVE or BLOCKED") from None
+        raise Refused(f"status {status!r} is not ACTIVE or BLOCKED", field="status") from None
     existing = (await read_table(settings, SENDER_NUMBERS)).get(number)
     if existing is checked:
         return SenderNumberChange(number, checked, changed=False)
@@ -170,7 +180,7 @@ async def put_sendno(
 
 async def delete_sendno(settings: Settings, raw: str, *, actor: Actor) -> str:
     """Unregister a sender number (a tombstone); refused when it is not registered."""
-    number = _number(raw, "sender number")
+    number = _number(raw, "sender number", "number")
     existing = (await read_table(settings, SENDER_NUMBERS)).get(number)
     if existing is None:
         raise Refused(f"sender number {number} is not registered")
