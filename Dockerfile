@@ -19,13 +19,15 @@ LABEL org.opencontainers.image.title="fallback-service" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 fallback \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin fallback
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin fallback \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/fallback-console
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-compile /wheels/*.whl && rm -rf /wheels
 # No .pyc files at run time: nothing is written to the root filesystem.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
-EXPOSE 8080
+# 8080: the service's /healthz, /readyz, /metrics; 8081: `fallback-service console`.
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 ENTRYPOINT ["fallback-service"]

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run run-nhn run-solapi run-failover console test lint unit bench profile tools docs screenshots audit clean
+.PHONY: install run run-nhn run-solapi run-failover run-console test lint unit bench profile tools docs screenshots audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ run-solapi: $(STAMP)
 
 run-failover: $(STAMP)
 	FALLBACK_SINK=nhn,solapi $(BIN)/python -m service.dev.demo --nhn-down
+
+# The demo with the operator console beside it (http://127.0.0.1:8081, an account made for the
+# run, printed with its password).
+run-console: $(STAMP)
+	$(BIN)/python -m service.dev.demo --console
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
@@ -68,14 +73,15 @@ test: lint tools
 	$(BIN)/pytest
 
 # Three runs of the service against the bare aiokafka loop on each broker (it rewrites the
-# figures in docs/benchmarks.md and docs/benchmarks.png), then the dedupe state, the nhn sink and
-# delivery results.
+# figures in docs/benchmarks.md and docs/benchmarks.png), then the dedupe state, the providers,
+# delivery results and the console's index and search.
 bench: $(STAMP)
 	$(BIN)/python bench/core_bench.py
 	$(BIN)/python bench/service_bench.py --runs 3
 	$(BIN)/python bench/dedupe_bench.py
 	$(BIN)/python bench/provider_bench.py --runs 3
 	$(BIN)/python bench/results_bench.py --runs 3
+	$(BIN)/python bench/console_bench.py --runs 3
 
 # Where the running service spends its CPU (py-spy on `fallback-service run`, on Tansu).
 profile: $(STAMP)

@@ -23,6 +23,7 @@ def mask_number(number: str) -> str:
 
 # A run of digits, with the separators phone numbers are written with, of 8 digits or more.
 _NUMBER_LIKE = re.compile(r"(?<![\d])\+?\d(?:[\d\-. ]*\d)?(?![\d])")
+_DATE = re.compile(r"(?:19|20)\d\d([-./])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])")
 
 
 def mask_numbers_in(text: str) -> str:
@@ -31,6 +32,8 @@ def mask_numbers_in(text: str) -> str:
 
     def mask(match: re.Match[str]) -> str:
         found = match.group(0)
+        if _DATE.fullmatch(found):  # 2026-12-02: a date, never a phone number (they start 0)
+            return found
         places = [i for i, ch in enumerate(found) if ch.isdigit()]
         if len(places) < 8:
             return found

@@ -723,3 +723,80 @@ def test_a_user_added_while_the_console_runs_can_log_in(
         client.post("/login", data={"username": "cy", "password": "cy-password-1"}).status_code
         == 303
     )
+
+
+# `fallback-service console add-user`
+
+
+def _add_user(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    password: str,
+    *argv: str,
+) -> tuple[int, str]:
+    from service.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+    try:
+        code = main(["console", "add-user", *argv])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_add_user_writes_the_users_file_from_standard_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "users"
+    monkeypatch.setenv("FALLBACK_CONSOLE_USERS_FILE", str(path))
+    code, _ = _add_user(capsys, monkeypatch, "a long password", "ana", "--role", "operator")
+    assert code == 0
+    users = load_users(str(path))
+    assert users["ana"].role is Role.OPERATOR
+    assert verify_password(users["ana"].password_hash, "a long password")
+    assert "a long password" not in path.read_text()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ana"],  # no role
+        ["ana", "--role", "admin"],
+        ["a:b", "--role", "viewer"],
+        ["--role", "viewer"],
+    ],
+)
+def test_add_user_with_bad_arguments_prints_usage_and_writes_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    path = tmp_path / "users"
+    monkeypatch.setenv("FALLBACK_CONSOLE_USERS_FILE", str(path))
+    code, err = _add_user(capsys, monkeypatch, "a long password", *argv)
+    assert code == 2 and "usage" in err.lower()
+    assert not path.exists()
+
+
+def test_add_user_refuses_a_short_password_or_no_users_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, err = _add_user(capsys, monkeypatch, "a long password", "ana", "--role", "viewer")
+    assert code == 1 and "FALLBACK_CONSOLE_USERS_FILE" in err
+    path = tmp_path / "users"
+    monkeypatch.setenv("FALLBACK_CONSOLE_USERS_FILE", str(path))
+    code, err = _add_user(capsys, monkeypatch, "short", "ana", "--role", "viewer")
+    assert code == 1 and "at least 10" in err and not path.exists()
+
+
+def test_the_console_settings_are_checked_and_named() -> None:
+    with pytest.raises(ConfigError, match="FALLBACK_CONSOLE_PORT"):
+        load_settings(console_port=70000)
+    with pytest.raises(ConfigError, match="FALLBACK_CONSOLE_SECURE_COOKIES"):
+        load_settings(console_secure_cookies="maybe")
+    with pytest.raises(ConfigError, match="FALLBACK_CONSOLE_READ_BUDGET"):
+        load_settings(console_read_budget=0)
+    options = load_settings(console_users_file="/etc/users", console_session_minutes=30).console()
+    assert (options.host, options.port) == ("127.0.0.1", 8081)  # loopback unless told
+    assert options.session_idle_seconds == 1800 and options.read_budget == 20_000

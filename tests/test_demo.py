@@ -1,6 +1,6 @@
-"""`make run`, `make run-nhn`, `make run-solapi` and `make run-failover` as a newcomer runs
-them: the demo process, its own embedded broker, and the story of each sample told to the end
-(DELIVERED and UNDELIVERED, §11)."""
+"""`make run`, `make run-nhn`, `make run-solapi`, `make run-failover` and `make run-console` as a
+newcomer runs them: the demo process, its own embedded broker, and the story of each sample told
+to the end (DELIVERED and UNDELIVERED, §11)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import sys
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
+from service.dev.broker import free_port
 from service.dev.demo import REFUSING, sms_service_result
+from tests.waiting import eventually_sync
 
 SENT_OR_REQUESTED = ("REQUESTED   demo-otp:1", "REJECTED    demo-blocked:1 sender_number_blocked")
 FINALS = (
@@ -86,3 +89,43 @@ def test_make_run_tells_every_sample_to_its_end(sink: str) -> None:
     # calls the webhook).
     for line in FINALS:
         assert out.count(line) == 1, line
+
+
+@pytest.mark.broker
+def test_make_run_console_serves_the_console_with_an_account_for_the_run() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FALLBACK_")}
+    port = free_port()
+    env["FALLBACK_CONSOLE_PORT"] = str(port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.dev.demo", "--console"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        said = b""
+        deadline = time.monotonic() + 90
+        while b"console ready" not in said or b"\n" not in said.split(b"console ready")[1]:
+            assert time.monotonic() < deadline and process.poll() is None, said.decode()
+            said += os.read(process.stdout.fileno(), 65536)
+        line = said.split(b"console ready")[1].split(b"\n")[0].decode()
+        password = line.split("password ")[1].rstrip(")")
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url) as client:
+            refused = client.post("/login", data={"username": "demo", "password": "wrong"})
+            assert refused.status_code == 401
+            answer = client.post("/login", data={"username": "demo", "password": password})
+            assert answer.status_code == 303 and "fallback_console" in answer.cookies
+
+            def indexed() -> bool:
+                return "demo-otp:1" in client.get("/fallbacks").text
+
+            eventually_sync(indexed, 60, "the demo's samples in the console")
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -75,7 +75,14 @@ def test_compose_references_resolve() -> None:
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
     profiles = {p for s in services.values() for p in s.get("profiles", [])}
-    assert profiles == {"ui", "sample", "monitoring", "providers"}
+    assert profiles == {"ui", "sample", "monitoring", "providers", "console"}
+    # The console: its own process, its accounts from a secret file, on the host's loopback.
+    console = services["console"]
+    assert console["command"] == ["console"]
+    assert console["environment"]["FALLBACK_CONSOLE_USERS_FILE"] == "/run/secrets/console_users"
+    assert console["secrets"] == ["console_users"]
+    assert all(str(p).startswith("127.0.0.1:") for p in console["ports"])
+    assert console["read_only"] is True
     # The providers' secrets come from files compose mounts, never from the environment block.
     providers = services["fallback-providers"]
     assert providers["environment"]["FALLBACK_SINK"] == "nhn,solapi"
@@ -134,7 +141,8 @@ def test_kubernetes_objects_validate(directory: Path) -> None:
 
 
 def test_the_deployment_is_hardened_and_probed() -> None:
-    objects = {o["kind"]: o for o in _kustomize(KUSTOMIZATIONS[0])}
+    built = _kustomize(KUSTOMIZATIONS[0])
+    objects = {o["kind"]: o for o in built if "console" not in o["metadata"]["name"]}
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -154,6 +162,27 @@ def test_the_deployment_is_hardened_and_probed() -> None:
     trigger = scaled["triggers"][0]["metadata"]
     assert trigger["topic"] == objects["ConfigMap"]["data"]["FALLBACK_INPUT_TOPIC"]
     assert trigger["consumerGroup"] == objects["ConfigMap"]["data"]["FALLBACK_GROUP_ID"]
+
+
+def test_the_console_has_its_own_hardened_deployment_and_service() -> None:
+    built = {(o["kind"], o["metadata"]["name"]): o for o in _kustomize(KUSTOMIZATIONS[0])}
+    deployment = built[("Deployment", "fallback-console")]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["console"]
+    assert deployment["spec"]["replicas"] == 1  # sessions live in one process's memory
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert env["FALLBACK_CONSOLE_USERS_FILE"].startswith("/etc/fallback-console/")
+    assert mounts["/etc/fallback-console"]["readOnly"] is True
+    assert env["FALLBACK_CONSOLE_INDEX_PATH"].startswith("/var/lib/fallback-console/")
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    service = built[("Service", "fallback-console")]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert ("Secret", "fallback-console-users") in built
 
 
 def test_dockerfile_is_multi_stage_non_root_and_checked() -> None:

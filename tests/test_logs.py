@@ -73,6 +73,10 @@ def test_configure_json_writes_one_object_per_line(monkeypatch: pytest.MonkeyPat
         ("order 2026112212345 shipped", "order 202******2345 shipped"),
         ("code 482913", "code 482913"),  # 6 digits: no phone number
         ("a 0801234567 b", "a 080***4567 b"),
+        # A date is no phone number: times stay readable in the console's JSON.
+        ('"at": "2026-12-03T08:24:53.125+09:00"', '"at": "2026-12-03T08:24:53.125+09:00"'),
+        ("on 2026.12.03, 010-1234-5678", "on 2026.12.03, 010-****-5678"),
+        ("2026-13-45", "202*-13-45"),  # not a date: masked as any 8 digits are
     ],
 )
 def test_mask_numbers_in_free_text(text: str, masked: str) -> None:

@@ -304,6 +304,12 @@ def test_dlq_list_and_replay_after_the_cause_is_fixed(
     assert [r.key for r in requests] == [b"DL1:1"]
     replays = records(bootstrap, topics.input)
     assert all(dict(r.headers) == {"trace": b"t-9"} for r in replays)
+    # Each replay is audited (§10), by the CLI's actor.
+    audits = [orjson.loads(r.value or b"") for r in records(bootstrap, topics.audit)]
+    assert [(a["table"], a["via"], a["after"]) for a in audits] == [
+        ("dead_letters", "cli", {"replayedTo": topics.input})
+    ] * 2
+    assert audits[0]["before"] == {"topic": topics.dlq, "error": "invalid_event"}
 
 
 def test_tail_follow_sees_a_later_outcome(

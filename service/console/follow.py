@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from service.compat import refresh_metadata
 from service.config import Settings
@@ -120,43 +120,37 @@ class Follower:
             auto_offset_reset="earliest",
         )
         await consumer.start()
+        # One batch is written to the index while the next is read (SQLite lets go of the
+        # GIL while it works); the positions still advance in order.
+        writing: asyncio.Task[None] | None = None
         try:
             assigned = await self._assign(consumer)
-            refreshed = time.monotonic()
+            refreshed = measured = time.monotonic()
             pruned = 0.0
             while not self._stopping.is_set():
-                await self._budget.take(self._budget.chunk)
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._budget.chunk)
-                batch = Batch()
-                for tp, records in batches.items():
-                    role = self._roles[tp.topic]
-                    for r in records:
-                        if role == "outcomes":
-                            batch.outcomes.append((r.partition, r.offset, r.timestamp, r.value))
-                        elif role == "dead_letters":
-                            headers = list(r.headers or ())
-                            batch.dead_letters.append(
-                                dead_letter_row(
-                                    r.partition, r.offset, r.timestamp, r.key, r.value, headers
-                                )
-                            )
-                        else:
-                            row = audit_row(r.partition, r.offset, r.timestamp, r.value)
-                            if row is not None:
-                                batch.audit.append(row)
-                    if records:
-                        batch.positions[(tp.topic, tp.partition)] = records[-1].offset + 1
-                        newest = self.progress.newest_ms.get(tp.topic, 0)
-                        self.progress.newest_ms[tp.topic] = max(newest, records[-1].timestamp)
+                batch = self._batch(batches)
+                await self._budget.take(len(batch))
+                if writing is not None:
+                    await writing
+                    writing = None
                 if batch.positions:
-                    async with self._write:
-                        await asyncio.to_thread(self._index.apply, batch)
+                    writing = asyncio.create_task(self._apply(batch))
                 now = time.monotonic()
                 if now - refreshed > _REFRESH_SECONDS:
                     refreshed = now
                     if set(await self._partitions(consumer)) != set(assigned):
+                        if writing is not None:
+                            await writing
+                            writing = None
                         assigned = await self._assign(consumer)
-                await self._measure(consumer, assigned)
+                # The lag is asked for once a second, and whenever a read came back empty.
+                if not batch.positions or now - measured > 1.0:
+                    measured = now
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    await self._measure(consumer, assigned)
                 if now - pruned > _PRUNE_SECONDS:
                     pruned = now
                     cutoff = int((time.time() - self._console_retention()) * 1000)
@@ -164,7 +158,43 @@ class Follower:
                         await asyncio.to_thread(self._index.prune, cutoff)
                 self.progress.error = None
         finally:
+            if writing is not None:
+                with contextlib.suppress(BaseException):
+                    await writing
             await consumer.stop()
+
+    async def _apply(self, batch: Batch) -> None:
+        async with self._write:
+            await asyncio.to_thread(self._index.apply, batch)
+
+    def _batch(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> Batch:
+        """One read's records as the index's rows, with the positions they reach."""
+        batch = Batch()
+        for tp, records in batches.items():
+            role = self._roles[tp.topic]
+            for r in records:
+                if role == "outcomes":
+                    batch.outcomes.append((r.partition, r.offset, r.timestamp, r.value))
+                elif role == "dead_letters":
+                    batch.dead_letters.append(
+                        dead_letter_row(
+                            r.partition,
+                            r.offset,
+                            r.timestamp,
+                            r.key,
+                            r.value,
+                            list(r.headers or ()),
+                        )
+                    )
+                else:
+                    row = audit_row(r.partition, r.offset, r.timestamp, r.value)
+                    if row is not None:
+                        batch.audit.append(row)
+            if records:
+                batch.positions[(tp.topic, tp.partition)] = records[-1].offset + 1
+                newest = self.progress.newest_ms.get(tp.topic, 0)
+                self.progress.newest_ms[tp.topic] = max(newest, records[-1].timestamp)
+        return batch
 
     def _console_retention(self) -> float:
         return self._settings.console_index_retention_days * 86400

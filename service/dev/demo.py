@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +35,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from service.config import Settings, load_settings
+from service.console.users import Role, add_user
 from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
 from service.core.rules import KST
 from service.dev.broker import EmbeddedBroker, free_port, start_broker
@@ -230,10 +233,26 @@ async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"fallback-service exited with {process.returncode}")
 
 
-async def demo(nhn_down: bool = False) -> int:
+async def _wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise RuntimeError(f"the console exited with {process.returncode}")
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/healthz", timeout=1)).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the console did not answer on port {port}")
+
+
+async def demo(nhn_down: bool = False, console: bool = False) -> int:
     """Run the demo until Ctrl-C; 0 after a clean stop. `nhn_down`: the NHN stand-in refuses
-    connections, so that failover to Solapi shows."""
+    connections, so that failover to Solapi shows. `console`: the operator console runs beside
+    it, with an operator account made for this run."""
     embedded: EmbeddedBroker | None = None
+    scratch = tempfile.TemporaryDirectory(prefix="fallback-demo-")
     env = dict(os.environ)
     if not env.get("FALLBACK_KAFKA_BOOTSTRAP_SERVERS"):
         embedded = start_broker()
@@ -290,6 +309,14 @@ async def demo(nhn_down: bool = False) -> int:
     os.environ.update(env)
     settings = load_settings()
     process: subprocess.Popen[bytes] | None = None
+    console_process: subprocess.Popen[bytes] | None = None
+    password = secrets.token_urlsafe(12)
+    if console:
+        users = Path(scratch.name) / "console-users"
+        add_user(str(users), "demo", Role.OPERATOR, password)
+        env["FALLBACK_CONSOLE_USERS_FILE"] = str(users)
+        env["FALLBACK_CONSOLE_INDEX_PATH"] = str(Path(scratch.name) / "console-index.sqlite")
+        env.setdefault("FALLBACK_CONSOLE_PORT", "8081")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -315,6 +342,15 @@ async def demo(nhn_down: bool = False) -> int:
         )
         await _wait_ready(settings.http_port, process)
         print(f"service ready: http://127.0.0.1:{settings.http_port}/metrics")
+        if console:
+            console_process = subprocess.Popen(  # noqa: ASYNC220
+                [str(binary), "console"], env=env, start_new_session=True
+            )
+            await _wait_healthy(int(env["FALLBACK_CONSOLE_PORT"]), console_process)
+            print(
+                f"console ready: http://127.0.0.1:{env['FALLBACK_CONSOLE_PORT']}/ "
+                f"(user demo, password {password})"
+            )
         watcher = asyncio.create_task(_watch(settings, stop))
         players = []
         if settings.delivery_results and not settings.delivers:
@@ -334,12 +370,14 @@ async def demo(nhn_down: bool = False) -> int:
         print(f"\nstopping after {time.monotonic() - started:.0f}s")
         return 0
     finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for running in (console_process, process):
+            if running is not None and running.poll() is None:
+                running.send_signal(signal.SIGTERM)
+                try:
+                    running.wait(15)
+                except subprocess.TimeoutExpired:
+                    running.kill()
+        scratch.cleanup()
         if embedded is not None:
             embedded.stop()
         if api is not None:
@@ -349,13 +387,16 @@ async def demo(nhn_down: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `make run` (`--nhn-down` for `make run-failover`)."""
+    """Entry point of `make run` (`--nhn-down` for `make run-failover`, `--console` for
+    `make run-console`)."""
     args = sys.argv[1:] if argv is None else argv
-    unknown = [a for a in args if a != "--nhn-down"]
+    unknown = [a for a in args if a not in ("--nhn-down", "--console")]
     if unknown:
-        print(f"usage: python -m service.dev.demo [--nhn-down] (not: {' '.join(unknown)})")
+        print(
+            f"usage: python -m service.dev.demo [--nhn-down] [--console] (not: {' '.join(unknown)})"
+        )
         return 2
-    return asyncio.run(demo(nhn_down="--nhn-down" in args))
+    return asyncio.run(demo(nhn_down="--nhn-down" in args, console="--console" in args))
 
 
 if __name__ == "__main__":
