@@ -387,11 +387,10 @@ class _Pages:
         errors: dict[str, str] | None = None,
         status_code: int = 200,
     ) -> Response:
-        if session is None:
-            found = await self.page(request)
-            if isinstance(found, Response):
-                return found
-            session = found
+        found = session or await self.page(request)
+        if isinstance(found, Response):
+            return found
+        session = found
         channels = sorted(self.c.operations.channels().items())
         editing = editing or request.query_params.get("edit")
         current = dict(channels).get(editing) if editing else None
@@ -478,11 +477,10 @@ class _Pages:
         values: dict[str, str] | None = None,
         status_code: int = 200,
     ) -> Response:
-        if session is None:
-            found = await self.page(request)
-            if isinstance(found, Response):
-                return found
-            session = found
+        found = session or await self.page(request)
+        if isinstance(found, Response):
+            return found
+        session = found
         numbers = sorted(self.c.operations.sender_numbers().items())
         used: dict[str, list[str]] = {}
         for key, channel in self.c.operations.channels().items():

@@ -17,8 +17,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from service.compat import refresh_metadata
 from service.config import Settings
 from service.console.index import Batch, Index, audit_row, dead_letter_row
-from service.kafka.options import client_options, keyed_partition
+from service.kafka.options import keyed_partition
 from service.logs import mask_number, mask_numbers_in
+from service.ops.records import committed_consumer
 
 log = logging.getLogger("service.console")
 
@@ -112,13 +113,8 @@ class Follower:
                 await asyncio.sleep(5)
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings.kafka()),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
+        # A position that retention overtook goes to the oldest record left, not to the end.
+        consumer = committed_consumer(self._settings, auto_offset_reset="earliest")
         await consumer.start()
         # One batch is written to the index while the next is read (SQLite lets go of the
         # GIL while it works); the positions still advance in order.
@@ -261,12 +257,7 @@ async def read_request(
     """The SMS request of `fid` from the output topic, looked for only in its key's partition
     and only from a little before `near_ms` (its REQUESTED outcome's time) to `window_ms` after:
     a few hundred records, never the topic."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings.kafka()),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
+    consumer = committed_consumer(settings)
     await consumer.start()
     try:
         await refresh_metadata(consumer)

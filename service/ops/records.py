@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -27,15 +28,22 @@ async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
         await p.stop()
 
 
-@contextlib.asynccontextmanager
-async def reader(settings: Settings, topic: str) -> AsyncIterator[AIOKafkaConsumer]:
-    """A group-less consumer of `topic` (committed records only), all partitions known."""
-    consumer = AIOKafkaConsumer(
+def committed_consumer(settings: Settings, **options: Any) -> AIOKafkaConsumer:
+    """A group-less consumer (not started) of committed records only, with the service's
+    connection and security options; it commits nothing."""
+    return AIOKafkaConsumer(
         **client_options(settings.kafka()),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **options,
     )
+
+
+@contextlib.asynccontextmanager
+async def reader(settings: Settings, topic: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A group-less consumer of `topic` (committed records only), all partitions known."""
+    consumer = committed_consumer(settings)
     await consumer.start()
     try:
         for _ in range(100):
