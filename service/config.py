@@ -133,7 +133,6 @@ class ConsoleOptions:
     session_idle_seconds: float
     index_path: str
     read_budget: int
-    retention_seconds: float
 
 
 class Settings(BaseSettings):
@@ -641,7 +640,6 @@ class Settings(BaseSettings):
             session_idle_seconds=self.console_session_minutes * 60,
             index_path=self.console_index_path,
             read_budget=self.console_read_budget,
-            retention_seconds=self.console_index_retention_days * 86400,
         )
 
     def deadlines(self) -> Deadlines:

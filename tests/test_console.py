@@ -16,8 +16,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.config import ConfigError, load_settings
-from service.console.app import COOKIE, SECURITY_HEADERS, Console, console_app, masked_bytes
-from service.console.follow import Progress, masked_request
+from service.console.app import (
+    COOKIE,
+    SECURITY_HEADERS,
+    Console,
+    console_app,
+    masked_bytes,
+    masked_request,
+)
+from service.console.follow import Progress
 from service.console.i18n import choose, words
 from service.console.index import Batch, Index, Query, audit_row, dead_letter_fallback
 from service.console.sessions import FREE_FAILURES, LONGEST_WAIT, LoginBrake, Sessions

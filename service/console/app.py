@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
-from service.console.follow import Progress, masked_request
+from service.console.follow import Progress
 from service.console.i18n import LANGUAGES, choose, words
 from service.console.index import DeadLetterRow, Index, Query, Row
 from service.console.operations import Operations
@@ -47,7 +47,7 @@ from service.console.users import (
 )
 from service.core.models import DeadLetterError, Reason, Status
 from service.core.rules import KST
-from service.logs import mask_numbers_in
+from service.logs import mask_number, mask_numbers_in
 from service.ops import Refused
 from service.ops.audit import Actor
 from service.ops.dlq import DeadLetter
@@ -182,6 +182,22 @@ def masked_bytes(raw: bytes | None) -> bytes:
     return mask_numbers_in(raw.decode("latin-1")).encode("latin-1")
 
 
+def masked_request(request: dict[str, Any]) -> dict[str, Any]:
+    """An SMS request (§6) as the console shows it: the recipient masked, and every
+    number-like run in its texts too."""
+    shown: dict[str, Any] = {}
+    for key, value in request.items():
+        if key == "recipientNo" and isinstance(value, str):
+            shown[key] = mask_number(value)
+        elif isinstance(value, str):
+            shown[key] = mask_numbers_in(value) if key != "sendNo" else value
+        elif isinstance(value, dict):
+            shown[key] = masked_request(value)
+        else:
+            shown[key] = value
+    return shown
+
+
 def _hex(raw: bytes, limit: int = 1024) -> str:
     shown = raw[:limit]
     lines = [
@@ -253,7 +269,6 @@ class _Pages:
             session=session,
             flash=flash,
             progress=self.c.progress,
-            counts=context.pop("counts", None),
             **context,
         )
         return HTMLResponse(html, status_code=status_code)
@@ -674,11 +689,9 @@ class _Pages:
         requested = next((at for at, o in outcomes if o.get("status") == Status.REQUESTED), None)
         request_record: dict[str, Any] | None = None
         request_note = None
-        if requested is None:
-            pass
-        elif self.c.settings.delivers:
+        if requested is not None and self.c.settings.delivers:
             request_note = "request_not_on_kafka"
-        else:
+        elif requested is not None:
             got = await self.c.operations.request(fid, requested)
             if got is None:
                 request_note = "request_not_found"

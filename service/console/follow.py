@@ -18,7 +18,6 @@ from service.compat import refresh_metadata
 from service.config import Settings
 from service.console.index import Batch, Index, audit_row, dead_letter_row
 from service.kafka.options import keyed_partition
-from service.logs import mask_number, mask_numbers_in
 from service.ops.records import committed_consumer
 
 log = logging.getLogger("service.console")
@@ -65,7 +64,6 @@ class Progress:
     behind: dict[str, int] = field(default_factory=dict)
     newest_ms: dict[str, int] = field(default_factory=dict)
     ready: bool = False
-    rebuilt: bool = False
     error: str | None = None
 
     @property
@@ -81,7 +79,7 @@ class Follower:
         self._settings = settings
         self._index = index
         self._budget = budget
-        self.progress = Progress(rebuilt=index.rebuilt)
+        self.progress = Progress()
         self._roles = {
             settings.events_topic: "outcomes",
             settings.dlq_topic: "dead_letters",
@@ -149,7 +147,8 @@ class Follower:
                     await self._measure(consumer, assigned)
                 if now - pruned > _PRUNE_SECONDS:
                     pruned = now
-                    cutoff = int((time.time() - self._console_retention()) * 1000)
+                    retention = self._settings.console_index_retention_days * 86400
+                    cutoff = int((time.time() - retention) * 1000)
                     async with self._write:
                         await asyncio.to_thread(self._index.prune, cutoff)
                 self.progress.error = None
@@ -192,9 +191,6 @@ class Follower:
                 self.progress.newest_ms[tp.topic] = max(newest, records[-1].timestamp)
         return batch
 
-    def _console_retention(self) -> float:
-        return self._settings.console_index_retention_days * 86400
-
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         await refresh_metadata(consumer)
         found = []
@@ -218,7 +214,6 @@ class Follower:
             async with self._write:
                 await asyncio.to_thread(self._index.wipe)
             kept = {}
-            self.progress.rebuilt = True
         for tp in tps:
             consumer.seek(tp, max(kept.get((tp.topic, tp.partition), 0), starts[tp]))
         return tps
@@ -233,22 +228,6 @@ class Follower:
             behind[tp.topic] += max(0, ends[tp] - await consumer.position(tp))
         self.progress.behind = behind
         self.progress.ready = True
-
-
-def masked_request(request: dict[str, Any]) -> dict[str, Any]:
-    """An SMS request (§6) as the console shows it: the recipient masked, and every
-    number-like run in its texts too."""
-    shown: dict[str, Any] = {}
-    for key, value in request.items():
-        if key == "recipientNo" and isinstance(value, str):
-            shown[key] = mask_number(value)
-        elif isinstance(value, str):
-            shown[key] = mask_numbers_in(value) if key != "sendNo" else value
-        elif isinstance(value, dict):
-            shown[key] = masked_request(value)
-        else:
-            shown[key] = value
-    return shown
 
 
 async def read_request(

@@ -1,8 +1,7 @@
 """What operators do to the service's topics, as functions that return data.
 
 The CLI verbs (`service.cli`) and the console (`service.console`) show what these return; a
-refusal is `Refused`, raised before
-anything is written.
+refusal is `Refused`, raised before anything is written.
 """
 
 
