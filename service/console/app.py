@@ -4,6 +4,7 @@ for role and CSRF token, the response headers a security review expects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
@@ -95,6 +96,12 @@ class Console:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _users_stamp: float | None = None
 
+    def __post_init__(self) -> None:
+        # The accounts were read from the file as it is now: a later change is what counts.
+        if self.users_file is not None:
+            with contextlib.suppress(OSError):
+                self._users_stamp = os.stat(self.users_file).st_mtime
+
     def refresh_users(self) -> None:
         """Read the users file again when it changed (an add-user while the console runs); a
         file made unusable keeps the accounts read last, and says so."""
@@ -103,9 +110,6 @@ class Console:
         try:
             stamp = os.stat(self.users_file).st_mtime
         except OSError:
-            return
-        if self._users_stamp is None:
-            self._users_stamp = stamp
             return
         if stamp == self._users_stamp:
             return
