@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL, FINAL_STATUSES, Status, fallback_id
+from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL, FINAL_STATUSES, Status
+from service.ops.dlq import event_fallback_id
 
 # Bumped whenever the tables change: an index of another version is rebuilt from the topics.
 SCHEMA = 1
@@ -128,17 +129,12 @@ def _text(value: Any) -> str | None:
 def dead_letter_fallback(key: bytes | None, value: bytes | None) -> str | None:
     """The fallbackId of a dead letter: of its event when the value still has one, else its
     key when that looks like one (`{requestId}:{recipientSeq}`)."""
-    try:
-        data = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, dict) and "requestId" in data and isinstance(data.get("recipientSeq"), int):
-        return fallback_id(str(data["requestId"]), data["recipientSeq"])
-    if key:
+    found = event_fallback_id(value)
+    if found is None and key:
         text = key.decode("utf-8", "replace")
         if ":" in text:
             return text
-    return None
+    return found
 
 
 def encode_headers(headers: Iterable[tuple[str, bytes | None]]) -> bytes:

@@ -6,10 +6,11 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from aiokafka import ConsumerRecord
 
 from service.config import Settings
-from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL
+from service.core.models import DLQ_ERROR, DLQ_ERROR_DETAIL, fallback_id
 from service.ops.audit import Actor, audit_record
 from service.ops.records import producer, scan
 
@@ -60,6 +61,18 @@ async def dead_letters(
         if error is None or letter.error == error:
             found.append(letter)
     return found
+
+
+def event_fallback_id(value: bytes | None) -> str | None:
+    """The fallbackId of a dead letter's event, when its value is still an object with
+    `requestId` and `recipientSeq`."""
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and "requestId" in data and "recipientSeq" in data:
+        return fallback_id(str(data["requestId"]), data["recipientSeq"])
+    return None
 
 
 def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:

@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 
 from service.config import Settings
-from service.core.models import FINAL_STATUSES, Status, fallback_id
+from service.core.models import FINAL_STATUSES, Status
 from service.kafka.admin import partition_count
 from service.kafka.options import keyed_partition
 from service.ops import Refused
-from service.ops.dlq import DeadLetter, dead_letter_of
+from service.ops.dlq import DeadLetter, dead_letter_of, event_fallback_id
 from service.ops.records import scan
 
 
@@ -128,16 +128,7 @@ async def find(settings: Settings, fid: str, *, since: datetime | None = None) -
             if record.key == fid.encode():
                 into.append(orjson.loads(record.value or b"{}"))
     async for record in scan(settings, settings.dlq_topic, since=since):
-        if record.key == fid.encode() or _event_id(record.value) == fid:
+        if record.key == fid.encode() or event_fallback_id(record.value) == fid:
             story.dead_letters.append(dead_letter_of(record))
     return story
 
-
-def _event_id(value: bytes | None) -> str | None:
-    try:
-        data = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(data, dict) and "requestId" in data and "recipientSeq" in data:
-        return fallback_id(str(data["requestId"]), data["recipientSeq"])
-    return None
