@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     """How long the group waits for a silent member before moving its partitions."""
     kafka_heartbeat_interval_ms: int = Field(3000, ge=100, le=3_600_000)
     """How often the consumer tells the group it is alive."""
+    kafka_group_instance_id: str | None = Field(
+        None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    """Static group membership (KIP-345): a name stable across restarts of this replica and
+    unique among the group's replicas, such as its pod's name. A replica restarted under the
+    same name gets its partitions back at once instead of after the session timeout; one that
+    stops for good keeps them unread until the timeout. Unset: dynamic membership."""
     kafka_fetch_max_wait_ms: int = Field(50, ge=1, le=60_000)
     """How long the broker may hold a fetch for partitions with nothing new. The input and
     repartition partitions are fetched together, and a fetch held for quiet ones delays records

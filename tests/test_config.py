@@ -80,6 +80,8 @@ def test_dotenv_file_is_read(tmp_path: object) -> None:
         ("FALLBACK_MAX_AGE", "15"),
         ("FALLBACK_MAX_AGE", "0m"),
         ("FALLBACK_PROCESSING_GUARANTEE", "exactly-twice"),
+        ("FALLBACK_KAFKA_GROUP_INSTANCE_ID", "pod 0"),
+        ("FALLBACK_KAFKA_GROUP_INSTANCE_ID", ""),
     ],
 )
 def test_invalid_value_names_the_variable(

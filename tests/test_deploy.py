@@ -152,6 +152,9 @@ def test_the_deployment_is_hardened_and_probed() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # Static membership under the pod's name: a restarted container takes its partitions back.
+    named = {e["name"]: e.get("valueFrom", {}) for e in container["env"]}
+    assert named["FALLBACK_KAFKA_GROUP_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # The pod gets longer than the service's drain, which fits the contract's 10 s.
     drain = float(objects["ConfigMap"]["data"]["FALLBACK_SHUTDOWN_TIMEOUT_SECONDS"])
     assert drain <= 10 < pod["terminationGracePeriodSeconds"]

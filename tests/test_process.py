@@ -13,6 +13,7 @@ import pytest
 from service.dev.broker import free_port
 from tests.factories import event_dict
 from tests.kafka_helpers import (
+    Broker,
     Topics,
     committed,
     prepare,
@@ -174,3 +175,43 @@ def test_secrets_never_printed() -> None:
         assert p.wait(30) == 2
     assert "FALLBACK_HTTP_PORT" in output
     assert "s3cret-pw" not in output
+
+
+async def test_a_restarted_static_member_takes_its_partitions_back_at_once(kafka: Broker) -> None:
+    """KIP-345: killed and started again under the same FALLBACK_KAFKA_GROUP_INSTANCE_ID, a
+    replica is given its partitions without waiting out its predecessor's session (45 s here),
+    and requests nothing twice."""
+    topics = Topics.fresh(kafka.overrides | {"processing_guarantee": "exactly-once"})
+    bootstrap = kafka.bootstrap
+    await prepare(bootstrap, topics, partitions=2)
+    port = free_port()
+    env = topics.env(
+        bootstrap,
+        FALLBACK_HTTP_PORT=str(port),
+        FALLBACK_KAFKA_SESSION_TIMEOUT_MS="45000",
+        FALLBACK_KAFKA_HEARTBEAT_INTERVAL_MS="3000",
+        FALLBACK_KAFKA_GROUP_INSTANCE_ID="replica-0",
+    )
+    await put(bootstrap, topics.input, [("S1:1", event_dict(requestId="S1"))])
+    with service_process(env) as first:
+        await asyncio.to_thread(wait_ready, port, first)
+        await read(bootstrap, topics.output, 1)
+        first.kill()
+        first.wait()
+    began = time.monotonic()
+    with service_process(env) as second:
+        await asyncio.to_thread(wait_ready, port, second, 40)
+        await put(bootstrap, topics.input, [("S2:1", event_dict(requestId="S2"))])
+        await put(bootstrap, topics.input, [("S1:1", event_dict(requestId="S1"))])
+        outcomes = values(await read(bootstrap, topics.events, 3, within=40))
+        took = time.monotonic() - began
+    # Dynamic membership would have kept both partitions unassigned for the whole session.
+    assert took < 30, f"the partitions came back after {took:.0f}s"
+    assert [(o["fallbackId"], o["status"], o["reason"]) for o in outcomes][1:] in (
+        [("S2:1", "REQUESTED", None), ("S1:1", "SKIPPED", "duplicate")],
+        [("S1:1", "SKIPPED", "duplicate"), ("S2:1", "REQUESTED", None)],
+    )
+    assert sorted(r["fallbackId"] for r in values(await read_to_end(bootstrap, topics.output))) == [
+        "S1:1",
+        "S2:1",
+    ]

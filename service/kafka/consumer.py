@@ -60,6 +60,7 @@ def subscribe(
         "key fallbackId ({requestId}:{recipientSeq}); events forwarded to the partition that "
         "owns their fallbackId arrive on the repartition topic.",
         session_timeout_ms=settings.kafka_session_timeout_ms,
+        group_instance_id=settings.kafka_group_instance_id,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         isolation_level="read_committed" if exactly_once else "read_uncommitted",
