@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run run-nhn run-solapi run-failover run-console test lint unit bench profile tools docs screenshots audit clean
+.PHONY: install compiled unit-compiled run run-nhn run-solapi run-failover run-console test lint unit bench profile tools docs screenshots audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,24 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not broker"
 
+# The opt-in compiled core (mypyc, `service.core.COMPILED`) built in place, as
+# `FALLBACK_COMPILE_CORE=1 pip wheel .` builds it for the image. Importing the core refuses an
+# extension not built from the source beside it; `make clean` removes them.
+compiled: $(STAMP)
+	FALLBACK_COMPILE_CORE=1 $(BIN)/python setup.py -q build_ext --inplace
+
+# The unit suite on the compiled core: a copy of the working tree in .cache/compiled, built
+# there (the working tree stays pure Python), the tests told to check they run compiled code.
+COMPILED_TREE := .cache/compiled
+unit-compiled: $(STAMP)
+	rm -rf $(COMPILED_TREE) && mkdir -p $(COMPILED_TREE)
+	git ls-files -z --cached --others --exclude-standard \
+		| xargs -0 cp --parents -t $(COMPILED_TREE)
+	mkdir -p .cache/bin .cache/keda $(COMPILED_TREE)/.cache
+	ln -s $(CURDIR)/.cache/bin $(CURDIR)/.cache/keda $(COMPILED_TREE)/.cache/
+	cd $(COMPILED_TREE) && FALLBACK_COMPILE_CORE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	cd $(COMPILED_TREE) && FALLBACK_TEST_EXPECT_COMPILED=1 $(CURDIR)/$(BIN)/pytest -q -p no:cacheprovider -m "not broker"
+
 # Checkers the tests use: kustomize (built from the Go module proxy into .cache/bin), promtool
 # (Debian's prometheus package) and Chromium with Korean fonts (Debian's chromium and
 # fonts-noto-cjk) for the console's browser tests. Where one cannot be had, its tests say so and
@@ -69,7 +87,7 @@ docs: $(STAMP)
 	$(BIN)/python -m service.dev.reference
 	$(BIN)/python -m service.dev.asyncapi
 
-test: lint tools
+test: lint tools unit-compiled
 	$(BIN)/pytest
 
 # Three runs of the service against the bare aiokafka loop on each broker (it rewrites the
@@ -97,3 +115,4 @@ audit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -f service/core/*.so *__mypyc*.so service/core/compiled-sources.json

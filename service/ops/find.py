@@ -131,4 +131,3 @@ async def find(settings: Settings, fid: str, *, since: datetime | None = None) -
         if record.key == fid.encode() or event_fallback_id(record.value) == fid:
             story.dead_letters.append(dead_letter_of(record))
     return story
-
