@@ -44,6 +44,7 @@ from service.state.markers import (
     marker_awaits,
     marker_early,
     marker_final,
+    marker_is_early,
     marker_kind,
 )
 from service.state.restore import Restore
@@ -185,6 +186,12 @@ def test_marker_kinds_read_without_parsing() -> None:
         MarkerKind.EARLY,
     ]
     assert marker_kind(b'{"fallbackId":"old"}') is MarkerKind.REQUESTED
+    # The restore's shortcut with results off says the same of each.
+    longest = early_marker("R1:1", ("t" * 249, 2**31 - 1, 2**63 - 1), orjson.dumps(result_dict()))
+    every = (plain, waits, done, final, early, longest, b'{"fallbackId":"old"}', b'{"source":"x"}')
+    assert [marker_is_early(v) for v in every] == [
+        marker_kind(v) is MarkerKind.EARLY for v in every
+    ]
     a = awaited()
     assert marker_awaits(waits) == (MessageKind.SMS, a.failed_at_ms, a.deadline_s, SENDER_KEY)
     assert marker_final(done) == "DELIVERED" and marker_final(final) == "EXPIRED"

@@ -10,6 +10,9 @@ import numpy as np
 _MERGE_EVERY = 4096  # recent additions kept in a dict before they join the sorted arrays
 
 
+DIGEST_SIZE = 16
+"""Bytes of a fallbackId's BLAKE2b digest (`digest_key`)."""
+
 # A fallbackId's 128-bit BLAKE2b digest, as two 64-bit halves.
 Digest = tuple[int, int]
 
@@ -126,4 +129,4 @@ class DigestSet:
 
 def digest_key(key: bytes) -> bytes:
     """The 16-byte digest `DigestSet.load` takes for a fallbackId's UTF-8 bytes."""
-    return hashlib.blake2b(key, digest_size=16).digest()
+    return hashlib.blake2b(key, digest_size=DIGEST_SIZE).digest()

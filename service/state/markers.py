@@ -110,6 +110,23 @@ def marker_head(value: bytes) -> tuple[MarkerKind, int]:
     return _BY_HEAD.get(value[at : at + 8], MarkerKind.REQUESTED), at + 8
 
 
+# An early result's source field ends where its `early` field begins. Nowhere else in a
+# changelog value can these bytes occur: the source holds no `"`, a JSON string holds none
+# unescaped, and no other field is named `early`. The source ends within the first 300 bytes
+# (topic names are at most 249 characters).
+_EARLY_AFTER_SOURCE = b'","early":'
+_SOURCE_END_WITHIN = 320
+
+
+def marker_is_early(value: bytes) -> bool:
+    """Whether a changelog value is an early result, the one kind that is no requested fallback
+    (`marker_head` in one search, for restores with delivery results off)."""
+    return (
+        value.startswith(_SOURCE)
+        and value.find(_EARLY_AFTER_SOURCE, len(_SOURCE), _SOURCE_END_WITHIN) >= 0
+    )
+
+
 def marker_kind(value: bytes) -> MarkerKind:
     """What a changelog value is, from the name of its second field (no JSON parsed)."""
     return marker_head(value)[0]
