@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install compiled unit-compiled run run-nhn run-solapi run-failover run-console test lint unit bench profile tools docs screenshots audit clean
+.PHONY: install compiled compiled-tree unit-compiled run run-nhn run-solapi run-failover run-console test lint unit bench profile tools docs screenshots audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,16 +49,19 @@ unit: $(STAMP)
 compiled: $(STAMP)
 	FALLBACK_COMPILE_CORE=1 $(BIN)/python setup.py -q build_ext --inplace
 
-# The unit suite on the compiled core: a copy of the working tree in .cache/compiled, built
-# there (the working tree stays pure Python), the tests told to check they run compiled code.
+# A copy of the working tree in .cache/compiled with the compiled core built there (the
+# working tree stays pure Python): what the unit suite and the benchmarks run compiled.
 COMPILED_TREE := .cache/compiled
-unit-compiled: $(STAMP)
+compiled-tree: $(STAMP)
 	rm -rf $(COMPILED_TREE) && mkdir -p $(COMPILED_TREE)
 	git ls-files -z --cached --others --exclude-standard \
 		| xargs -0 cp --parents -t $(COMPILED_TREE)
 	mkdir -p .cache/bin .cache/keda $(COMPILED_TREE)/.cache
 	ln -s $(CURDIR)/.cache/bin $(CURDIR)/.cache/keda $(COMPILED_TREE)/.cache/
 	cd $(COMPILED_TREE) && FALLBACK_COMPILE_CORE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+
+# The unit suite on the compiled core, told to check that it runs compiled code.
+unit-compiled: compiled-tree
 	cd $(COMPILED_TREE) && FALLBACK_TEST_EXPECT_COMPILED=1 $(CURDIR)/$(BIN)/pytest -q -p no:cacheprovider -m "not broker"
 
 # Checkers the tests use: kustomize (built from the Go module proxy into .cache/bin), promtool
@@ -90,13 +93,16 @@ docs: $(STAMP)
 test: lint tools unit-compiled
 	$(BIN)/pytest
 
-# Three runs of the service against the bare aiokafka loop on each broker (it rewrites the
-# figures in docs/benchmarks.md and docs/benchmarks.png), then the dedupe state, the providers,
-# delivery results and the console's index and search.
-bench: $(STAMP)
+# The core, pure and compiled; three runs of the service against the bare aiokafka loop on each
+# broker (it rewrites the figures in docs/benchmarks.md and docs/benchmarks.png); then the
+# dedupe state, a killed replica's restart, the providers, delivery results and the console's
+# index and search.
+bench: $(STAMP) compiled-tree
 	$(BIN)/python bench/core_bench.py
+	cd $(COMPILED_TREE) && $(CURDIR)/$(BIN)/python bench/core_bench.py
 	$(BIN)/python bench/service_bench.py --runs 3
 	$(BIN)/python bench/dedupe_bench.py
+	$(BIN)/python bench/restart_bench.py
 	$(BIN)/python bench/provider_bench.py --runs 3
 	$(BIN)/python bench/results_bench.py --runs 3
 	$(BIN)/python bench/console_bench.py --runs 3

@@ -6,11 +6,13 @@ path of one record (parse + decide + serialise both outputs, malformed records i
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import workload
 
+from service.core import COMPILED
 from service.core.models import (
     ChannelSettings,
     FailureEvent,
@@ -66,7 +69,22 @@ def pipeline_rate(count: int = 20_000) -> float:
     return _rate(pipeline, raw)
 
 
+def build() -> str:
+    """Which build of the core runs here: the source, or the compiled extensions."""
+    compiled = all(
+        (getattr(importlib.import_module(f"service.core.{name}"), "__file__", "") or "").endswith(
+            tuple(EXTENSION_SUFFIXES)
+        )
+        for name in COMPILED
+    )
+    return "compiled (mypyc)" if compiled else "pure Python"
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--rate"]:
+        print(f"{pipeline_rate():.0f}")  # for service_bench, from the compiled tree
+        return
+    print(f"core: {build()}")
     raw = [value for _, value in workload.events(20_000)]
     events = [e for e in map(parse_failure_event, raw) if isinstance(e, FailureEvent)]
     kinds: dict[str, int] = {}

@@ -13,7 +13,8 @@ realistic events (`bench/workload.py`) in a 6-partition topic:
   committed in exactly-once mode), p50 and p99, for the ceiling and the service;
 - the service's peak RSS; two service processes in one group (combined rate, duplicate SMS);
 - on Tansu, the time to drain a 1,000,000-event backlog;
-- the pure pipeline (parse, decide, serialise) on one core, against the ceiling's rate.
+- the pure pipeline (parse, decide, serialise) on one core, against the ceiling's rate: the
+  source, and the compiled core when `make compiled-tree` has built it in `.cache/compiled`.
 
 Each run prints one summary line per broker. With `--runs N` (default 3) it then writes the
 medians, every summary line and a plot into `docs/benchmarks.md` and `docs/benchmarks.png`.
@@ -56,11 +57,13 @@ from harness import (
     wait_ready,
 )
 
+from service.core import BUILT_FROM
 from service.dev.apache_kafka import missing_tools, start_apache_kafka
 from service.dev.broker import free_port, start_broker
 from tests.kafka_helpers import Topics, create_topics, seed
 
 ROOT = Path(__file__).resolve().parents[1]
+COMPILED_TREE = ROOT / ".cache" / "compiled"
 PARTITIONS = 6
 EVENTS = 60_000
 RATE = 2_000
@@ -72,6 +75,8 @@ OUTCOME_SIZED = b"x" * 330
 LOG = Path(tempfile.gettempdir()) / "service_bench.log"
 # The variables that choose a mode (none for at-least-once).
 ModeEnv = dict[str, str]
+# The pure pipeline's rate, and the compiled core's when it is built (records per second).
+Core = tuple[float, float | None]
 
 
 @dataclass
@@ -108,6 +113,7 @@ class BrokerRun:
     backlog_seconds: float | None = None
     backlog_events: int = 0
     core_per_second: float = 0.0
+    compiled_per_second: float | None = None  # the same with the compiled core
 
     def summary(self) -> str:
         ceiling = self.ceiling
@@ -141,6 +147,11 @@ class BrokerRun:
             f"core pipeline {self.core_per_second:,.0f}/s = "
             f"{self.core_per_second / self.ceiling.per_second:.1f}x ceiling"
         )
+        if self.compiled_per_second is not None:
+            parts[-1] += (
+                f" (compiled {self.compiled_per_second:,.0f}/s = "
+                f"{self.compiled_per_second / self.ceiling.per_second:.1f}x)"
+            )
         return " | ".join(parts)
 
 
@@ -413,14 +424,12 @@ MODES: dict[str, dict[str, ModeEnv]] = {
 }
 
 
-async def run_on(
-    broker: str, bootstrap: str, options: argparse.Namespace, core: float
-) -> BrokerRun:
+async def run_on(broker: str, bootstrap: str, options: argparse.Namespace, core: Core) -> BrokerRun:
     topics = Topics.fresh()
     await create_topics(bootstrap, topics, partitions=PARTITIONS)
     loaded = await preload(bootstrap, topics.input, workload.events(options.events))
     ceiling = await throughput(bootstrap, topics.input, loaded, mode=None)
-    result = BrokerRun(broker, ceiling, core_per_second=core)
+    result = BrokerRun(broker, ceiling, core_per_second=core[0], compiled_per_second=core[1])
     for mode, env in MODES[broker].items():
         result.modes[mode] = await throughput(bootstrap, topics.input, loaded, mode=env)
     if not options.quick:
@@ -442,7 +451,7 @@ async def run_on(
     return result
 
 
-async def one_run(options: argparse.Namespace, core: float) -> list[BrokerRun]:
+async def one_run(options: argparse.Namespace, core: Core) -> list[BrokerRun]:
     results = []
     if options.broker in ("tansu", "both"):
         tansu = start_broker()
@@ -535,6 +544,14 @@ def report(runs: list[list[BrokerRun]], options: argparse.Namespace) -> str:
         backlog = [m.backlog_seconds for m in mine if m.backlog_seconds]
         core = median([m.core_per_second for m in mine])
         core_x = median([m.core_per_second / m.ceiling.per_second for m in mine])
+        built = [(m.compiled_per_second, m.ceiling.per_second) for m in mine]
+        compiled = [(rate, ceiling) for rate, ceiling in built if rate is not None]
+        compiled_x = (
+            f"; compiled {median([rate for rate, _ in compiled]):,.0f}/s = "
+            f"{median([rate / ceiling for rate, ceiling in compiled]):.1f}×"
+            if compiled
+            else ""
+        )
         scaled = (
             f"{median([s.per_second for s in scale]):,.0f} ev/s, "
             f"{sum(s.duplicates for s in scale)} duplicate SMS"
@@ -544,7 +561,7 @@ def report(runs: list[list[BrokerRun]], options: argparse.Namespace) -> str:
         drained = f"{median(backlog):.0f} s" if backlog else "—"
         lines.append(
             f"| {broker} | {rss:.0f} MB | {scaled} | {drained} | {core:,.0f}/s = {core_x:.1f}× "
-            "ceiling |"
+            f"ceiling{compiled_x} |"
         )
     lines += ["", "Summary lines, run by run:", "", "```"]
     lines += [r.summary() for run in runs for r in run]
@@ -604,14 +621,30 @@ def plot(runs: list[list[BrokerRun]], path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
+def compiled_pipeline_rate() -> float | None:
+    """`core_bench.pipeline_rate` with the compiled core, in the tree `make compiled-tree`
+    builds (None when it is not there)."""
+    if not (COMPILED_TREE / "service" / "core" / BUILT_FROM).exists():
+        return None
+    said = subprocess.run(
+        [sys.executable, "bench/core_bench.py", "--rate"],
+        cwd=COMPILED_TREE,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(said.stdout.split()[-1])
+
+
 async def main(options: argparse.Namespace) -> None:
     # Topics created a moment ago answer "not leader" for a while; aiokafka retries and says so.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     runs = []
     for n in range(options.runs):
         # The pure pipeline, in the same run as the brokers' figures it is compared with.
-        core = core_bench.pipeline_rate()
-        print(f"run {n + 1} of {options.runs}: core pipeline {core:,.0f} records/s", flush=True)
+        core = (core_bench.pipeline_rate(), compiled_pipeline_rate())
+        said = "" if core[1] is None else f", compiled {core[1]:,.0f}"
+        print(f"run {n + 1} of {options.runs}: core pipeline {core[0]:,.0f}{said} records/s")
         runs.append(await one_run(options, core))
     if options.write:
         write_doc(report(runs, options))
