@@ -4,6 +4,7 @@ awaited set, and the processor turning results and expiries into one final outco
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -191,6 +192,19 @@ def test_marker_kinds_read_without_parsing() -> None:
     every = (plain, waits, done, final, early, longest, b'{"fallbackId":"old"}', b'{"source":"x"}')
     assert [marker_is_early(v) for v in every] == [
         marker_kind(v) is MarkerKind.EARLY for v in every
+    ]
+    # and the restore's loop, which writes that test out, remembers all of them but the early ones.
+    off = Restore([0], horizon_ms=0, floors={}, tails={0: len(every)}, room=0)
+    off.feed(
+        0,
+        [
+            SimpleNamespace(key=b"R%d:1" % i, value=v, offset=i, timestamp=5_000_000)
+            for i, v in enumerate(every)
+        ],
+    )
+    remembered = off.states()[0]
+    assert [f"R{i}:1" in remembered for i in range(len(every))] == [
+        not marker_is_early(v) for v in every
     ]
     a = awaited()
     assert marker_awaits(waits) == (MessageKind.SMS, a.failed_at_ms, a.deadline_s, SENDER_KEY)
