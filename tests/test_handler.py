@@ -208,6 +208,41 @@ async def test_serve_exits_1_when_the_service_cannot_go_on(fails: bool) -> None:
     assert code == (1 if fails else 0) and service.stopped
 
 
+def test_the_cycle_collector_is_tuned_for_the_hot_path() -> None:
+    """`fallback-service run` freezes what start-up made and collects the youngest generation
+    after 50,000 allocations rather than 700 (docs/decisions.md, the hot path)."""
+    import gc
+
+    from service.runtime.serve import COLLECT_AFTER_ALLOCATIONS, COLLECT_OLDER_EVERY, collect_less
+
+    before = gc.get_threshold()
+    try:
+        collect_less()
+        assert gc.get_threshold() == (COLLECT_AFTER_ALLOCATIONS, *COLLECT_OLDER_EVERY)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_run_tunes_the_collector_before_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.runtime.compose as compose
+    import service.runtime.serve as serving
+    from service.cli.run import run
+
+    calls: list[str] = []
+    monkeypatch.setattr(compose, "build_service", lambda settings: calls.append("build"))
+    monkeypatch.setattr(serving, "collect_less", lambda: calls.append("collect_less"))
+
+    async def served(service: object) -> int:
+        calls.append("serve")
+        return 0
+
+    monkeypatch.setattr(serving, "serve", served)
+    run()
+    assert calls == ["build", "collect_less", "serve"]
+
+
 def _sigterm() -> None:
     import os
     import signal

@@ -13,7 +13,7 @@ def run() -> None:
     from service import logs
     from service.config import load_settings, unknown_variables
     from service.runtime.compose import build_service
-    from service.runtime.serve import serve
+    from service.runtime.serve import collect_less, serve
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -24,7 +24,9 @@ def run() -> None:
 
     async def _serve() -> int:
         # The service's asyncio objects belong to the loop that runs it.
-        return await serve(build_service(settings))
+        service = build_service(settings)
+        collect_less()  # process-wide, so here rather than in `serve` (tests call that)
+        return await serve(service)
 
     code = asyncio.run(_serve())
     if code:
