@@ -193,7 +193,7 @@ def test_marker_kinds_read_without_parsing() -> None:
     assert [marker_is_early(v) for v in every] == [
         marker_kind(v) is MarkerKind.EARLY for v in every
     ]
-    # and the restore's loop, which writes that test out, remembers all of them but the early ones.
+    # and the restore's loop with results off remembers all of them but the early ones.
     off = Restore([0], horizon_ms=0, floors={}, tails={0: len(every)}, room=0)
     off.feed(
         0,

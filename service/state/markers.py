@@ -23,7 +23,7 @@ from service.pipeline.seams import Source
 
 # A marker's value begins with its input record's `topic/partition/offset` (topic names have
 # no `/` and no `"`).
-SOURCE_FIELD = b'{"source":"'
+_SOURCE = b'{"source":"'
 
 
 class MarkerKind(StrEnum):
@@ -104,9 +104,9 @@ _BY_HEAD = {
 def marker_head(value: bytes) -> tuple[MarkerKind, int]:
     """What a changelog value is, from the name of its second field (no JSON parsed), and
     where that field's value begins (restores read a million of these: one pass each)."""
-    if not value.startswith(SOURCE_FIELD):
+    if not value.startswith(_SOURCE):
         return MarkerKind.REQUESTED, -1
-    at = value.find(b'"', len(SOURCE_FIELD)) + 2
+    at = value.find(b'"', len(_SOURCE)) + 2
     return _BY_HEAD.get(value[at : at + 8], MarkerKind.REQUESTED), at + 8
 
 
@@ -114,16 +114,16 @@ def marker_head(value: bytes) -> tuple[MarkerKind, int]:
 # changelog value can these bytes occur: the source holds no `"`, a JSON string holds none
 # unescaped, and no other field is named `early`. The source ends within the first 300 bytes
 # (topic names are at most 249 characters).
-EARLY_AFTER_SOURCE = b'","early":'
-SOURCE_END_WITHIN = 320
+_EARLY_AFTER_SOURCE = b'","early":'
+_SOURCE_END_WITHIN = 320
 
 
 def marker_is_early(value: bytes) -> bool:
     """Whether a changelog value is an early result, the one kind that is no requested fallback
     (`marker_head` in one search, for restores with delivery results off)."""
     return (
-        value.startswith(SOURCE_FIELD)
-        and value.find(EARLY_AFTER_SOURCE, len(SOURCE_FIELD), SOURCE_END_WITHIN) >= 0
+        value.startswith(_SOURCE)
+        and value.find(_EARLY_AFTER_SOURCE, len(_SOURCE), _SOURCE_END_WITHIN) >= 0
     )
 
 
@@ -164,10 +164,10 @@ def marker_early(value: bytes) -> bytes:
 def marker_source(value: bytes) -> Source | None:
     """The input record a marker names, read from its first field; None for markers written
     before markers named their input record."""
-    if not value.startswith(SOURCE_FIELD):
+    if not value.startswith(_SOURCE):
         return None
-    end = value.find(b'"', len(SOURCE_FIELD))
-    topic, partition, offset = value[len(SOURCE_FIELD) : end].decode().rsplit("/", 2)
+    end = value.find(b'"', len(_SOURCE))
+    topic, partition, offset = value[len(_SOURCE) : end].decode().rsplit("/", 2)
     return topic, int(partition), int(offset)
 
 

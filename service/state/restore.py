@@ -19,14 +19,12 @@ from service.pipeline.seams import Source
 from service.state.awaited import Loading, PartitionResults, Results, collector_paused
 from service.state.digests import DIGEST_SIZE, DigestSet, digest_key, digest_of
 from service.state.markers import (
-    EARLY_AFTER_SOURCE,
-    SOURCE_END_WITHIN,
-    SOURCE_FIELD,
     MarkerKind,
     awaits_field,
     marker_early,
     marker_final,
     marker_head,
+    marker_is_early,
     marker_outcomes,
     marker_source,
 )
@@ -108,20 +106,17 @@ class Restore:
 
     def _feed_requested(self, partition: int, records: Iterable[Any]) -> None:
         """`feed` with delivery results off: every marker but an early result is a requested
-        fallback. The restore's own hot loop (a million records in seconds), so the digest and
-        the test of the kind are written out here rather than called."""
+        fallback. The restore's own hot loop (a million records in seconds), so the digest is
+        written out here rather than called, and the kind is one bounded search
+        (`marker_is_early`)."""
         into, stamp = self.digests[partition], self.stamps[partition].append
         since = self.tails.get(partition, 0)
         horizon = self.horizon_ms
         blake2b = hashlib.blake2b
-        source, early, within = SOURCE_FIELD, EARLY_AFTER_SOURCE, SOURCE_END_WITHIN
-        begins = len(source)
         for r in records:
             key, value, ts = r.key, r.value, r.timestamp
-            if key is None or value is None or ts < horizon:
+            if key is None or value is None or ts < horizon or marker_is_early(value):
                 continue
-            if value.startswith(source) and value.find(early, begins, within) >= 0:
-                continue  # an early result (`marker_is_early`)
             into += blake2b(key, digest_size=DIGEST_SIZE).digest()
             stamp(ts // 1000)
             if r.offset >= since:
